@@ -1,0 +1,1 @@
+"""Evaluation on any checkpoint: attention maps (k-NN and linear probe follow)."""
