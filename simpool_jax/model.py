@@ -101,7 +101,9 @@ def build_model(config: Mapping[str, Any]) -> Model:
     if recipe not in RECIPES:
         raise ValueError(f"recipe {recipe!r} not in {RECIPES}")
     backbone, pooling = config["backbone"], config["pooling"]
-    backbone_kwargs = dict(config.get("backbone_kwargs") or {})
+    # JSON / ConfigDict give lists where the modules expect (hashable) tuples.
+    backbone_kwargs = {k: tuple(v) if isinstance(v, list) else v
+                       for k, v in (config.get("backbone_kwargs") or {}).items()}
     if backbone_family(backbone) == "vit":
         backbone_kwargs.setdefault("class_token", pooling == "cls")
         backbone_kwargs.setdefault("posemb_resample", default_posemb_resample(recipe, pooling))

@@ -7,6 +7,8 @@ and a helper that gives a timm model non-trivial random weights and BatchNorm st
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 
 def np_layer_norm(x: np.ndarray, scale: np.ndarray, bias: np.ndarray, eps: float = 1e-6) -> np.ndarray:
@@ -38,8 +40,6 @@ def np_simpool(x, ln_scale, ln_bias, wq, wk, gamma=None, beta=None, min_over="ba
 
 def torch_simpool(x, params: dict, gamma=None, use_beta=False):
     """The same in PyTorch (float32), params keyed as the official module's state_dict."""
-    import torch
-    import torch.nn.functional as F
 
     d = x.shape[-1]
     u0 = x.mean(dim=1)
@@ -58,7 +58,6 @@ def torch_simpool(x, params: dict, gamma=None, use_beta=False):
 
 def random_simpool_params(d: int, seed: int, use_beta: bool = False) -> dict:
     """Random SimPool weights in the official state_dict naming (torch tensors)."""
-    import torch
 
     g = torch.Generator().manual_seed(seed)
     params = {
@@ -81,7 +80,6 @@ def randomize_timm_model(model, seed: int, calibration_size: int = 64) -> None:
     ResNet block gets a gain of ~0.25 (timm zero-initialises it) so that, as in trained ResNets,
     activations stay O(1) through the residual sums and an absolute tolerance stays meaningful.
     """
-    import torch
 
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -104,3 +102,54 @@ def randomize_timm_model(model, seed: int, calibration_size: int = 64) -> None:
             model.train()
             model(torch.randn(2, 3, calibration_size, calibration_size, generator=g))
         model.eval()
+
+
+def dino_vit_reference(vit, pool_params: dict, images, gamma, use_beta):
+    """The official DINO-SimPool ViT forward (SIMPOOL.md §2.1) on a timm ViT built without class
+    token: patch embedding, position embedding resampled by F.interpolate with scale factor
+    (n + 0.1) / 14 (even at 224), blocks, SimPool, final LayerNorm. Returns (features, attention)."""
+
+    with torch.no_grad():
+        x = vit.patch_embed.proj(images).flatten(2).transpose(1, 2)
+        side = int(vit.pos_embed.shape[1] ** 0.5)
+        grid = vit.pos_embed.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        gh, gw = images.shape[2] // 16, images.shape[3] // 16
+        pos = F.interpolate(grid, scale_factor=((gh + 0.1) / side, (gw + 0.1) / side), mode="bicubic")
+        x = vit.blocks(x + pos.permute(0, 2, 3, 1).reshape(1, gh * gw, -1))
+        pooled, attention = torch_simpool(x, pool_params, gamma=gamma, use_beta=use_beta)
+        return vit.norm(pooled), attention
+
+
+def randomize_dino_head(head, norm_last_layer: bool, seed: int):
+    """Give a TorchDINOHead a trained-looking gain (1 when norm_last_layer) and BN statistics."""
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        gain = head.last_layer.weight_g
+        gain.copy_(torch.ones_like(gain) if norm_last_layer
+                   else 0.5 + torch.rand(gain.shape, generator=g))
+        for m in head.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
+                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
+    return head.eval()
+
+
+class TorchDINOHead(torch.nn.Module):
+    """DINO's projection head as facebookresearch/dino defines it (weight-normed last layer)."""
+
+    def __init__(self, in_dim, out_dim, use_bn, nlayers=3, hidden=64, bottleneck=16):
+        super().__init__()
+        layers_ = [torch.nn.Linear(in_dim, hidden)]
+        for _ in range(nlayers - 2):
+            layers_ += [torch.nn.BatchNorm1d(hidden)] if use_bn else []
+            layers_ += [torch.nn.GELU(), torch.nn.Linear(hidden, hidden)]
+        layers_ += [torch.nn.BatchNorm1d(hidden)] if use_bn else []
+        layers_ += [torch.nn.GELU(), torch.nn.Linear(hidden, bottleneck)]
+        self.mlp = torch.nn.Sequential(*layers_)
+        self.last_layer = torch.nn.utils.weight_norm(torch.nn.Linear(bottleneck, out_dim, bias=False))
+
+    def forward(self, x):
+        return self.last_layer(F.normalize(self.mlp(x), dim=-1))

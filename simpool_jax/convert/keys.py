@@ -37,6 +37,21 @@ def dotted(parts: tuple[str, ...], renames: dict[str, str] | None = None) -> str
     return ".".join(renames.get(p, re.sub(r"_(\d+)$", r".\1", p)) for p in parts)
 
 
+def fb_convnext_key(parts: tuple[str, ...]) -> str:
+    """ConvNeXt backbone path -> the names of facebookresearch/ConvNeXt, used by the DINO code:
+    stem = downsample_layers.0.{0 conv, 1 LN}, downsampling = downsample_layers.s.{0 LN, 1 conv},
+    blocks = stages.s.b.{dwconv, norm, pwconv1, pwconv2, gamma} (no 'blocks' level)."""
+    if parts[0] in ("stem_conv", "stem_norm"):
+        return f"downsample_layers.0.{0 if parts[0] == 'stem_conv' else 1}"
+    stage = parts[0].removeprefix("stages_")
+    if parts[1] in ("downsample_norm", "downsample_conv"):
+        return f"downsample_layers.{stage}.{0 if parts[1] == 'downsample_norm' else 1}"
+    block = parts[1].removeprefix("blocks_")
+    inner = {("conv_dw",): "dwconv", ("norm",): "norm", ("mlp", "fc1"): "pwconv1",
+             ("mlp", "fc2"): "pwconv2", (): ""}[parts[2:]]
+    return f"stages.{stage}.{block}" + (f".{inner}" if inner else "")
+
+
 def dino_head_key(parts: tuple[str, ...], use_bn: bool, nlayers: int) -> str:
     """DINOHead: Flax linear_i / bn_i -> torch `head.mlp.<index>` of its nn.Sequential.
 
@@ -62,6 +77,8 @@ def module_key_fn(model: Model, naming: str) -> Callable[[tuple[str, ...]], str]
     def key(path: tuple[str, ...]) -> str:
         top, rest = path[0], path[1:]
         if top == "backbone":
+            if naming == "dino" and family == "convnext":
+                return fb_convnext_key(rest)
             return dotted(rest, _RENAMES[family])
         if top == "norm":
             if naming == "timm" and family == "convnext":

@@ -56,11 +56,14 @@ def variables_from_state_dict(
     template: Mapping[str, Any],
     module_key: Callable[[tuple[str, ...]], str],
     ignore: str | None = None,
+    allow_missing: str | None = None,
 ) -> dict[str, Any]:
     """Fill the variable tree `template` (leaves with .shape) from a torch `state_dict`.
 
     module_key: Flax module path (collection excluded) -> torch module prefix ('' for the root).
     ignore: regex of checkpoint keys that may stay unused (e.g. 'num_batches_tracked$').
+    allow_missing: regex of torch keys that may be absent from the checkpoint (their leaves are
+    left out of the result, for the caller to initialise) or left unused in it.
     Returns nested dicts of float32 numpy arrays: {'params': ..., ['batch_stats': ...]}.
     """
     source = to_numpy(state_dict)
@@ -75,7 +78,8 @@ def variables_from_state_dict(
         prefix = module_key(modules)
         key = f"{prefix}.{torch_name}" if prefix else torch_name
         if key not in source:
-            missing.append(key)
+            if not (allow_missing and re.search(allow_missing, key)):
+                missing.append(key)
             continue
         used.add(key)
         value = convert(source[key])
@@ -83,7 +87,8 @@ def variables_from_state_dict(
             mismatched.append(f"{key}: checkpoint {tuple(value.shape)} -> model {tuple(leaf.shape)}")
             continue
         flat[path] = np.asarray(value, dtype=leaf.dtype)
-    unused = sorted(k for k in source if k not in used and not (ignore and re.search(ignore, k)))
+    allowed = "|".join(f"(?:{p})" for p in (ignore, allow_missing) if p)
+    unused = sorted(k for k in source if k not in used and not (allowed and re.search(allowed, k)))
     if missing or unused or mismatched:
         lines = []
         for title, keys in (("missing in checkpoint", missing), ("unused checkpoint keys", unused),

@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from reference import random_simpool_params, randomize_timm_model, torch_simpool
+from reference import (
+    TorchDINOHead,
+    dino_vit_reference,
+    random_simpool_params,
+    randomize_dino_head,
+    randomize_timm_model,
+    torch_simpool,
+)
 
 from simpool_jax import convert
 from simpool_jax.convert.torch_env import import_timm
@@ -185,24 +192,6 @@ def test_parity_detects_tanh_gelu_and_wrong_norm_placement(monkeypatch):
     assert np.abs(tanh_gelu - features).max() > FEATURE_ATOL
 
 
-class TorchDINOHead(torch.nn.Module):
-    """DINO's projection head as facebookresearch/dino defines it (weight-normed last layer)."""
-
-    def __init__(self, in_dim, out_dim, use_bn, nlayers=3, hidden=64, bottleneck=16):
-        super().__init__()
-        layers_ = [torch.nn.Linear(in_dim, hidden)]
-        for _ in range(nlayers - 2):
-            layers_ += [torch.nn.BatchNorm1d(hidden)] if use_bn else []
-            layers_ += [torch.nn.GELU(), torch.nn.Linear(hidden, hidden)]
-        layers_ += [torch.nn.BatchNorm1d(hidden)] if use_bn else []
-        layers_ += [torch.nn.GELU(), torch.nn.Linear(hidden, bottleneck)]
-        self.mlp = torch.nn.Sequential(*layers_)
-        self.last_layer = torch.nn.utils.weight_norm(torch.nn.Linear(bottleneck, out_dim, bias=False))
-
-    def forward(self, x):
-        return self.last_layer(F.normalize(self.mlp(x), dim=-1))
-
-
 @pytest.mark.parametrize("size", [224, 96])
 @pytest.mark.parametrize("use_bn,norm_last_layer", [(False, True), (True, False)])
 def test_dino_vit_simpool_with_head(size, use_bn, norm_last_layer):
@@ -211,18 +200,7 @@ def test_dino_vit_simpool_with_head(size, use_bn, norm_last_layer):
     ref_model = _timm("vit_tiny_patch16_224", seed=5, num_classes=0, class_token=False,
                       global_pool="", depth=2)
     pool_params = random_simpool_params(192, seed=6, use_beta=True)
-    head = TorchDINOHead(192, 32, use_bn)
-    with torch.no_grad():
-        head.last_layer.weight_g.copy_(
-            torch.ones_like(head.last_layer.weight_g) if norm_last_layer
-            else 0.5 + torch.rand_like(head.last_layer.weight_g))
-        for m in head.modules():
-            if isinstance(m, torch.nn.BatchNorm1d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.normal_(1, 0.2)
-                m.bias.normal_(0, 0.2)
-    head.eval()
+    head = randomize_dino_head(TorchDINOHead(192, 32, use_bn), norm_last_layer, seed=7)
     state_dict = {f"backbone.{k}": v for k, v in ref_model.state_dict().items()}
     state_dict.update({f"backbone.simpool.{k}": v for k, v in pool_params.items()})
     state_dict.update({f"head.{k}": v for k, v in head.state_dict().items()})
@@ -237,14 +215,8 @@ def test_dino_vit_simpool_with_head(size, use_bn, norm_last_layer):
         state_dict, naming="dino",
     )
     images = _images(size, batch=3)
+    features, attention = dino_vit_reference(ref_model, pool_params, images, 1.25, True)
     with torch.no_grad():
-        x = ref_model.patch_embed.proj(images).flatten(2).transpose(1, 2)
-        grid = ref_model.pos_embed.reshape(1, 14, 14, -1).permute(0, 3, 1, 2)
-        g = size // 16
-        pos = F.interpolate(grid, scale_factor=((g + 0.1) / 14, (g + 0.1) / 14), mode="bicubic")
-        x = ref_model.blocks(x + pos.permute(0, 2, 3, 1).reshape(1, g * g, -1))
-        pooled, attention = torch_simpool(x, pool_params, gamma=1.25, use_beta=True)
-        features = ref_model.norm(pooled)
         logits = head(features)
     out = _apply(model, variables, images)
     _close(out["features"], features, what="features")
