@@ -100,7 +100,7 @@ def randomize_timm_model(model, seed: int, calibration_size: int = 64) -> None:
                 m.reset_running_stats()
                 m.momentum = None  # cumulative average over the calibration batch
             model.train()
-            model(torch.randn(2, 3, calibration_size, calibration_size, generator=g))
+            model.forward_features(torch.randn(2, 3, calibration_size, calibration_size, generator=g))
         model.eval()
 
 

@@ -8,6 +8,7 @@ file, works out the model it holds and returns `(model, variables, config)`. The
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -68,11 +69,18 @@ def load_torch_checkpoint(
     """Read an official .pth / .pth.tar and return (model, variables, config record).
 
     key: 'teacher' (DINO default) / 'student' / 'state_dict' / 'state_dict_ema' (timm default when
-    present). arch, recipe: override detection. gamma: 'auto', None or a float (γ is not stored
+    present). arch, recipe: override detection. allow_missing: regex of torch keys to leave out of
+    the checkpoint (and allowed to be missing from it). gamma: 'auto', None or a float (γ is not stored
     in checkpoints; see `simpool_jax.convert.detect`). The record is {"model": build_model config,
     "source": {path, container, key, naming, notes}}; notes are also issued as warnings.
     """
     checkpoint = read_checkpoint(path, key=key, trust=trust)
+    if allow_missing:  # dropped before detection, so e.g. '^fc\.' gives a model without classifier
+        dropped = [k for k in checkpoint.state_dict if re.search(allow_missing, k)]
+        for k in dropped:
+            del checkpoint.state_dict[k]
+        checkpoint.notes.append(f"--allow-missing {allow_missing!r}: left out {len(dropped)} "
+                                "checkpoint tensors; model parameters it matches start from init")
     config, notes, naming = infer_model_config(
         checkpoint.state_dict, checkpoint.container, checkpoint.args, str(path),
         recipe=recipe, gamma=gamma, arch=arch)

@@ -23,8 +23,11 @@ from simpool_jax.convert import (
 from simpool_jax.models import BACKBONES
 
 
-def _gamma(text: str) -> float | None:
-    return None if text.lower() == "none" else float(text)
+def _gamma(text: str) -> float | str | None:
+    """'auto' (detect), 'none' (no gamma) or a number."""
+    if text.lower() in ("auto", "none"):
+        return None if text.lower() == "none" else "auto"
+    return float(text)
 
 
 def main(argv: list[str] | None = None) -> int:

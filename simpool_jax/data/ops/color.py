@@ -1,0 +1,107 @@
+"""Colour ops in torchvision's semantics (DINO's `flip_and_color_jitter`, blur and solarisation).
+
+All work on float32 RGB in [0, 1] (uint8 is scaled first) and clip as PIL's uint8 results do.
+Grayscale is ITU-R 601-2 luma (PIL's `convert("L")`); ColorJitter applies its four adjustments in
+a random order with factors brightness/contrast/saturation ~ U[1-x, 1+x] and hue ~ U[-x, x].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from simpool_jax.data.ops.base import image_op, maybe, split_seed, to_float, uniform
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def luma(image: tf.Tensor) -> tf.Tensor:
+    """(H, W, 1) grayscale of an RGB float image."""
+    return tf.reduce_sum(image * tf.constant(_LUMA), axis=-1, keepdims=True)
+
+
+def adjust_brightness(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """Blend with black: image * factor."""
+    return tf.clip_by_value(image * factor, 0.0, 1.0)
+
+
+def adjust_contrast(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """Blend with the mean grey level of the image."""
+    mean = tf.reduce_mean(luma(image))
+    return tf.clip_by_value(mean + factor * (image - mean), 0.0, 1.0)
+
+
+def adjust_saturation(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """Blend with the image's own grayscale."""
+    gray = luma(image)
+    return tf.clip_by_value(gray + factor * (image - gray), 0.0, 1.0)
+
+
+def adjust_hue(image: tf.Tensor, delta: tf.Tensor) -> tf.Tensor:
+    """Rotate the hue by `delta` turns (HSV, h <- (h + delta) mod 1)."""
+    return tf.clip_by_value(tf.image.adjust_hue(image, delta), 0.0, 1.0)
+
+
+@image_op("color_jitter", random=True)
+def color_jitter(image: tf.Tensor, seed: tf.Tensor, brightness: float = 0.4, contrast: float = 0.4,
+                 saturation: float = 0.2, hue: float = 0.1, p: float = 0.8) -> tf.Tensor:
+    """RandomApply([ColorJitter(brightness, contrast, saturation, hue)], p)."""
+    s_apply, s_order, s_b, s_c, s_s, s_h = split_seed(seed, 6)
+    branches = [
+        lambda x: adjust_brightness(x, uniform(s_b, max(0.0, 1 - brightness), 1 + brightness)),
+        lambda x: adjust_contrast(x, uniform(s_c, max(0.0, 1 - contrast), 1 + contrast)),
+        lambda x: adjust_saturation(x, uniform(s_s, max(0.0, 1 - saturation), 1 + saturation)),
+        lambda x: adjust_hue(x, uniform(s_h, -hue, hue)),
+    ]
+    used = [b for b, amount in zip(branches, (brightness, contrast, saturation, hue)) if amount > 0]
+    order = tf.argsort(uniform(s_order, shape=(len(used),)))  # a uniform random permutation
+
+    def jitter(x: tf.Tensor) -> tf.Tensor:
+        for k in range(len(used)):
+            x = tf.switch_case(order[k], [lambda b=b: b(x) for b in used])
+        return x
+
+    return maybe(s_apply, p, jitter, to_float(image))
+
+
+@image_op("grayscale", random=True)
+def random_grayscale(image: tf.Tensor, seed: tf.Tensor, p: float = 0.2) -> tf.Tensor:
+    """RandomGrayscale(p): luma copied to all three channels."""
+    return maybe(seed, p, lambda x: tf.repeat(luma(x), 3, axis=-1), to_float(image))
+
+
+def gaussian_kernel(sigma: tf.Tensor, radius: int) -> tf.Tensor:
+    """Normalised 1-D Gaussian taps at -radius..radius."""
+    x = tf.range(-radius, radius + 1, dtype=tf.float32)
+    k = tf.exp(-0.5 * tf.square(x / sigma))
+    return k / tf.reduce_sum(k)
+
+
+def blur(image: tf.Tensor, sigma: tf.Tensor, radius: int) -> tf.Tensor:
+    """Separable Gaussian blur with edge pixels repeated beyond the border (PIL's edge rule)."""
+    k = gaussian_kernel(sigma, radius)
+    c = image.shape[-1]
+    shape = tf.shape(image)
+    rows = tf.clip_by_value(tf.range(-radius, shape[0] + radius), 0, shape[0] - 1)
+    cols = tf.clip_by_value(tf.range(-radius, shape[1] + radius), 0, shape[1] - 1)
+    x = tf.gather(tf.gather(image, rows, axis=0), cols, axis=1)[None]
+    x = tf.nn.depthwise_conv2d(x, tf.tile(tf.reshape(k, [-1, 1, 1, 1]), [1, 1, c, 1]), [1, 1, 1, 1], "VALID")
+    x = tf.nn.depthwise_conv2d(x, tf.tile(tf.reshape(k, [1, -1, 1, 1]), [1, 1, c, 1]), [1, 1, 1, 1], "VALID")
+    return x[0]
+
+
+@image_op("blur", random=True)
+def gaussian_blur(image: tf.Tensor, seed: tf.Tensor, sigma: Sequence[float] = (0.1, 2.0), p: float = 0.5) -> tf.Tensor:
+    """DINO's GaussianBlur(p, radius_min, radius_max): sigma ~ U(sigma) pixels (PIL's "radius")."""
+    s_apply, s_sigma = split_seed(seed, 2)
+    radius = max(1, math.ceil(3 * sigma[1]))
+    return maybe(s_apply, p, lambda x: blur(x, uniform(s_sigma, sigma[0], sigma[1]), radius), to_float(image))
+
+
+@image_op("solarize", random=True)
+def solarize(image: tf.Tensor, seed: tf.Tensor, p: float = 0.2, threshold: float = 128) -> tf.Tensor:
+    """PIL ImageOps.solarize with probability p: values >= threshold/255 become 1 - value."""
+    t = threshold / 255.0
+    return maybe(seed, p, lambda x: tf.where(x >= t, 1.0 - x, x), to_float(image))

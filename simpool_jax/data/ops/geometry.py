@@ -1,0 +1,94 @@
+"""Crops, resizes and flips, with torchvision's geometry (the reference recipes are PyTorch).
+
+Images come in as uint8 or float in [0, 1] and leave as float32 in [0, 1]: resizing is
+bicubic with antialiasing (what PIL does) and the result is clipped, as PIL's uint8 output is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from simpool_jax.data.ops.base import image_op, maybe, split_seed, to_float
+
+_TRIES = 10  # torchvision RandomResizedCrop.get_params
+
+
+def resize_to(image: tf.Tensor, height: int | tf.Tensor, width: int | tf.Tensor, method: str = "bicubic") -> tf.Tensor:
+    """Antialiased resize to (height, width), float32 in [0, 1]."""
+    out = tf.image.resize(image, tf.stack([height, width]), method=method, antialias=True)
+    if image.dtype == tf.uint8:
+        out = out / 255.0
+    return tf.clip_by_value(out, 0.0, 1.0)
+
+
+def rrc_params(height: tf.Tensor, width: tf.Tensor, seed: tf.Tensor, scale: Sequence[float] = (0.08, 1.0),
+               ratio: Sequence[float] = (3 / 4, 4 / 3)) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(top, left, h, w) of torchvision's RandomResizedCrop: 10 tries of area ~ U(scale) * H * W and
+    log-uniform aspect ratio, the first that fits wins; else a centre crop clamped to `ratio`."""
+    s_area, s_ratio, s_top, s_left = split_seed(seed, 4)
+    hf, wf = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    area = hf * wf * tf.random.stateless_uniform([_TRIES], s_area, scale[0], scale[1])
+    aspect = tf.exp(tf.random.stateless_uniform([_TRIES], s_ratio, math.log(ratio[0]), math.log(ratio[1])))
+    w = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
+    h = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+    h, w = h[first], w[first]
+    top = tf.cast(tf.random.stateless_uniform([], s_top) * tf.cast(height - h + 1, tf.float32), tf.int32)
+    left = tf.cast(tf.random.stateless_uniform([], s_left) * tf.cast(width - w + 1, tf.float32), tf.int32)
+    # Fallback: the whole image, narrowed to the nearest allowed aspect ratio, centred.
+    in_ratio = wf / hf
+    fw = tf.where(in_ratio > ratio[1], tf.cast(tf.round(hf * ratio[1]), tf.int32), width)
+    fh = tf.where(in_ratio < ratio[0], tf.cast(tf.round(wf / ratio[0]), tf.int32), height)
+    ok = tf.reduce_any(fits)
+    h, w = tf.where(ok, h, fh), tf.where(ok, w, fw)
+    top = tf.where(ok, tf.minimum(top, height - h), (height - h) // 2)
+    left = tf.where(ok, tf.minimum(left, width - w), (width - w) // 2)
+    return top, left, h, w
+
+
+@image_op("rrc", random=True)
+def random_resized_crop(image: tf.Tensor, seed: tf.Tensor, size: int, scale: Sequence[float] = (0.08, 1.0),
+                        ratio: Sequence[float] = (3 / 4, 4 / 3), method: str = "bicubic") -> tf.Tensor:
+    """RandomResizedCrop(size, scale, ratio) -> float32 (size, size, C) in [0, 1]."""
+    shape = tf.shape(image)
+    top, left, h, w = rrc_params(shape[0], shape[1], seed, scale, ratio)
+    return resize_to(image[top:top + h, left:left + w], size, size, method)
+
+
+@image_op("resize")
+def resize(image: tf.Tensor, size: int | Sequence[int], method: str = "bicubic") -> tf.Tensor:
+    """Resize to (size, size) or (h, w), ignoring the aspect ratio."""
+    h, w = (size, size) if isinstance(size, int) else size
+    return resize_to(image, h, w, method)
+
+
+@image_op("resize_small")
+def resize_small(image: tf.Tensor, size: int, method: str = "bicubic") -> tf.Tensor:
+    """torchvision Resize(int): the shorter side becomes `size`, the longer int(size * long / short)."""
+    shape = tf.shape(image)
+    h, w = shape[0], shape[1]
+    short, long = tf.minimum(h, w), tf.maximum(h, w)
+    new_long = tf.cast(size * long // short, tf.int32)  # int() truncation as torchvision
+    nh, nw = tf.where(h <= w, size, new_long), tf.where(h <= w, new_long, size)
+    return resize_to(image, nh, nw, method)
+
+
+@image_op("central_crop")
+def central_crop(image: tf.Tensor, size: int) -> tf.Tensor:
+    """torchvision CenterCrop(size): offsets int(round((H - size) / 2)) (round half to even)."""
+    shape = tf.shape(image)
+    tf.debugging.assert_greater_equal(tf.minimum(shape[0], shape[1]), size,
+                                      message=f"central_crop({size}): image smaller than the crop")
+    top = tf.cast(tf.round(tf.cast(shape[0] - size, tf.float32) / 2), tf.int32)
+    left = tf.cast(tf.round(tf.cast(shape[1] - size, tf.float32) / 2), tf.int32)
+    return tf.ensure_shape(to_float(image[top:top + size, left:left + size]), [size, size, image.shape[-1]])
+
+
+@image_op("flip_lr", random=True)
+def flip_lr(image: tf.Tensor, seed: tf.Tensor, p: float = 0.5) -> tf.Tensor:
+    """Mirror left-right with probability p."""
+    return maybe(seed, p, lambda x: tf.reverse(x, [1]), image)
