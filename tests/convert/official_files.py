@@ -121,7 +121,8 @@ def dino_cnn(name: str, args_gamma: float | None, legacy_names: bool = False,
     pool_keys = _prefixed("simpool.", pool)
     if legacy_names:  # pre-release names (SIMPOOL.md §7.4)
         pool_keys = (_prefixed("attn.", pool) if not convnext else
-                     {k.removeprefix("simpool."): v for k, v in pool_keys.items()})
+                     {k.removeprefix("simpool.") if ".norm_patches." in f".{k}" else k: v
+                      for k, v in pool_keys.items()})
         if convnext:
             backbone = {re.sub(r"^norm\.", "norm_output.", k): v for k, v in backbone.items()}
     prefix = "backbone." if convnext else "module.backbone."

@@ -33,6 +33,8 @@ def check(model, variables, reference, size, atol=1e-4):
     expected = reference(images)
     for name, value in expected.items():
         tolerance = 2e-5 if name == "attention" else atol
+        print(f"\n  {size}px {name:<10} max|diff| {np.abs(np.asarray(ours[name]) - value.numpy()).max():.2e}",
+              end="")
         np.testing.assert_allclose(np.asarray(ours[name]), value.numpy(), atol=tolerance, rtol=0,
                                    err_msg=name)
 
@@ -97,7 +99,7 @@ def test_dino_convnext_small_no_gamma_is_really_gamma_2(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("entry", ["state_dict_ema", "state_dict"])
 def test_supervised_vit_small_simpool_ema_by_default(tmp_path, entry):
-    official = supervised("vit_small", gamma=1.25, ema=True)
+    official = supervised("vit_small_patch16_224", gamma=1.25, ema=True)
     path = save(tmp_path, official.obj, "vits.pth.tar")
     model, variables, record = convert.load_torch_checkpoint(
         path, key=None if entry == "state_dict_ema" else entry)
