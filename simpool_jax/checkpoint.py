@@ -71,3 +71,42 @@ def load_model(path: str | Path, **overrides: Any) -> tuple[Model, dict, dict]:
     from simpool_jax.convert import load_torch_checkpoint
 
     return load_torch_checkpoint(path, **overrides)
+
+
+class TrainCheckpoints:
+    """Train-state checkpoints in `<workdir>/checkpoints` with orbax's CheckpointManager.
+
+    Saves are asynchronous (training goes on while the arrays are written); orbax writes each
+    step to a temporary directory and renames it when complete, so a process killed mid-write
+    leaves the previous checkpoint as the latest. The last `keep` steps are kept.
+    """
+
+    def __init__(self, workdir: str | Path, keep: int = 3):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.directory = Path(workdir).absolute() / "checkpoints"
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                               enable_async_checkpointing=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step, or None."""
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: dict) -> None:
+        """Start writing `state` for `step` (returns before the write finishes)."""
+        self.manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
+
+    def restore(self, step: int, abstract_state: Any) -> dict:
+        """Restore `step` into arrays with the shardings of `abstract_state` (ShapeDtypeStructs)."""
+        return self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract_state))
+
+    def wait(self) -> None:
+        """Block until pending writes are complete."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finish pending writes and release the manager."""
+        self.manager.wait_until_finished()
+        self.manager.close()

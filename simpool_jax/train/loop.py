@@ -1,0 +1,147 @@
+"""The training loop shared by the trainers: start-up order, steps, logging, checkpoints,
+evaluation, preemption and non-finite guards.
+
+Start-up: resume from the workdir's latest checkpoint if there is one, else `config.init_from`
+(a model directory or an official .pth, through the importer), else from scratch. SIGTERM /
+SIGINT: save a checkpoint at the current step, wait for the write, return normally (exit 0). A
+non-finite loss or gradient norm stops training with the step named; the last checkpoint
+written before it stays the latest (we never save a state after a bad step).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from simpool_jax.checkpoint import TrainCheckpoints, load_model
+from simpool_jax.parallel import global_batch
+from simpool_jax.train.metrics_log import MetricsLog
+from simpool_jax.train.state import load_pretrained
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or gradient norm became NaN / inf."""
+
+
+@dataclass
+class Job:
+    """What a trainer hands the loop."""
+
+    state: dict
+    shardings: Any
+    step_fn: Callable  # jitted (state, global batch, rng) -> (state, metrics)
+    train_batches: Callable[[int], Iterator[dict]]  # start step -> host-local batches
+    total_steps: int
+    steps_per_epoch: int
+    global_batch_size: int
+    evaluate: Callable[[dict], dict] | None = None  # state -> scalar metrics
+
+
+class _Preemption:
+    """Turns SIGTERM / SIGINT into a flag the loop checks between steps."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        print(f"received {signal.Signals(signum).name}: saving a checkpoint and stopping", flush=True)
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _abstract(state: dict, shardings: Any) -> Any:
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        state, shardings)
+
+
+def start_state(job: Job, checkpoints: TrainCheckpoints, config: Any) -> dict:
+    """Resume > init_from > scratch (see module docstring)."""
+    latest = checkpoints.latest_step()
+    if latest is not None:
+        print(f"resuming from {checkpoints.directory}/{latest}", flush=True)
+        return checkpoints.restore(latest, _abstract(job.state, job.shardings))
+    if config.get("init_from"):
+        _, variables, record = load_model(config.init_from)
+        state, skipped = load_pretrained(job.state, variables, config.get("init_skip") or None)
+        print(f"initialised from {config.init_from} ({record['model']['backbone']}); kept fresh: "
+              f"{skipped or 'nothing'}", flush=True)
+        return state
+    return job.state
+
+
+def run(job: Job, config: Any, workdir: str | Path, mesh: Any) -> dict:
+    """Train `job` to `job.total_steps`; returns the final state."""
+    checkpoints = TrainCheckpoints(workdir, keep=config.get("keep_checkpoints", 3))
+    state = start_state(job, checkpoints, config)
+    step = int(jax.device_get(state["step"]))
+    log = MetricsLog(workdir, job.total_steps, job.global_batch_size, start_step=step,
+                     tensorboard=config.get("tensorboard", True))
+    rng = jax.random.PRNGKey(config.get("seed", 0) + 1)
+    batches = job.train_batches(step)
+    log_every, ckpt_every = config.get("log_every", 50), config.get("checkpoint_every", 1000)
+    eval_every = config.get("eval_every", 0)
+    pending: tuple[int, dict] | None = None  # metrics of the previous step, fetched one step late
+    first_step = step + 1
+
+    def check(step_done: int, metrics: dict) -> dict:
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not (math.isfinite(values["loss"]) and math.isfinite(values.get("grad_norm", 0.0))):
+            raise NonFiniteError(
+                f"non-finite loss {values['loss']} / grad_norm {values.get('grad_norm')} at step "
+                f"{step_done}; stopping. The last good checkpoint is step "
+                f"{checkpoints.latest_step()} in {checkpoints.directory}")
+        return values
+
+    try:
+        with _Preemption() as preemption:
+            while step < job.total_steps and not preemption.requested:
+                batch = global_batch(mesh, next(batches))
+                state, metrics = job.step_fn(state, batch, rng)
+                step += 1
+                if pending is not None:
+                    values = check(*pending)
+                    if pending[0] % log_every == 0 or pending[0] == first_step:
+                        rate, eta = log.throughput(pending[0])
+                        values.update({"img_per_s": rate, "eta_min": eta / 60})
+                        log.write(pending[0], values, epoch=pending[0] / job.steps_per_epoch)
+                pending = (step, metrics)
+                log.progress(step)
+                if step == first_step:
+                    jax.block_until_ready(metrics)
+                    log.reset_clock(step)  # exclude compilation from throughput
+                if step % ckpt_every == 0:
+                    check(*pending)
+                    checkpoints.save(step, state)
+                if job.evaluate and eval_every and step % eval_every == 0 and step < job.total_steps:
+                    log.write(step, job.evaluate(state))
+                    log.reset_clock(step)
+            if pending is not None:
+                values = check(*pending)
+                log.write(pending[0], values, epoch=pending[0] / job.steps_per_epoch)
+            if checkpoints.latest_step() != step:
+                checkpoints.save(step, state)
+            checkpoints.wait()
+            if job.evaluate and not preemption.requested:
+                log.write(step, job.evaluate(state))
+    finally:
+        checkpoints.close()
+        log.close()
+    return state
+
+
+__all__ = ["Job", "NonFiniteError", "run", "start_state"]
