@@ -20,7 +20,6 @@ from typing import Any
 import jax
 
 from simpool_jax.checkpoint import TrainCheckpoints, load_model
-from simpool_jax.parallel import global_batch
 from simpool_jax.train.metrics_log import MetricsLog
 from simpool_jax.train.state import load_pretrained
 
@@ -36,7 +35,7 @@ class Job:
     state: dict
     shardings: Any
     step_fn: Callable  # jitted (state, global batch, rng) -> (state, metrics)
-    train_batches: Callable[[int], Iterator[dict]]  # start step -> host-local batches
+    train_batches: Callable[[int], Iterator[dict]]  # start step -> global batches (jax.Arrays)
     total_steps: int
     steps_per_epoch: int
     global_batch_size: int
@@ -84,7 +83,7 @@ def start_state(job: Job, checkpoints: TrainCheckpoints, config: Any) -> dict:
     return job.state
 
 
-def run(job: Job, config: Any, workdir: str | Path, mesh: Any) -> dict:
+def run(job: Job, config: Any, workdir: str | Path) -> dict:
     """Train `job` to `job.total_steps`; returns the final state."""
     checkpoints = TrainCheckpoints(workdir, keep=config.get("keep_checkpoints", 3))
     state = start_state(job, checkpoints, config)
@@ -110,14 +109,15 @@ def run(job: Job, config: Any, workdir: str | Path, mesh: Any) -> dict:
     try:
         with _Preemption() as preemption:
             while step < job.total_steps and not preemption.requested:
-                batch = global_batch(mesh, next(batches))
+                batch = next(batches)
                 state, metrics = job.step_fn(state, batch, rng)
                 step += 1
                 if pending is not None:
                     values = check(*pending)
                     if pending[0] % log_every == 0 or pending[0] == first_step:
                         rate, eta = log.throughput(pending[0])
-                        values.update({"img_per_s": rate, "eta_min": eta / 60})
+                        if rate > 0:
+                            values.update({"img_per_s": rate, "eta_min": eta / 60})
                         log.write(pending[0], values, epoch=pending[0] / job.steps_per_epoch)
                 pending = (step, metrics)
                 log.progress(step)

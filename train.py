@@ -1,0 +1,74 @@
+"""Train a model from a config file (big_vision style).
+
+    python train.py --config=configs/fmnist_supervised.py --workdir=workdirs/fmnist_simpool
+    python train.py --config=configs/fmnist_supervised.py:gap --workdir=... --config.total_epochs=1
+
+`config.trainer` picks the trainer. Every config field can be overridden on the command line;
+unknown fields are errors. Re-running the same command resumes from the workdir's latest
+checkpoint. Multi-host: set SIMPOOL_DISTRIBUTED=1 (jax.distributed.initialize()).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "config file: path[:arg]", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, logs and the config")
+flags.mark_flags_as_required(["config", "workdir"])
+
+TRAINERS = ("supervised", "dino")
+
+
+def prepare_workdir(workdir: str) -> Path:
+    """Create the workdir or fail clearly if it cannot be written."""
+    path = Path(workdir).absolute()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise SystemExit(f"error: cannot write to workdir {path}: {err.strerror}") from None
+    return path
+
+
+def main(argv: list[str]) -> None:
+    """Initialise devices, build the trainer's job, run the loop."""
+    del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
+    from simpool_jax.parallel import make_mesh, maybe_initialize_distributed
+
+    maybe_initialize_distributed()
+    import jax
+
+    from simpool_jax.train import loop
+
+    config = _CONFIG.value
+    if config.get("trainer") not in TRAINERS:
+        raise SystemExit(f"error: config.trainer must be one of {TRAINERS}, got {config.get('trainer')!r}")
+    workdir = prepare_workdir(_WORKDIR.value)
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    mesh = make_mesh(tuple(tuple(axis) for axis in config.get("mesh", [("data", -1)])))
+    if config.trainer == "supervised":
+        from simpool_jax.train.supervised_trainer import build_job
+    else:
+        from simpool_jax.train.dino_trainer import build_job
+    try:
+        job = build_job(config, mesh)
+        loop.run(job, config, workdir)
+    except (ValueError, FileNotFoundError, loop.NonFiniteError) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main)
+
