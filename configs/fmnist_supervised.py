@@ -38,6 +38,7 @@ def get_config(arg: str = "simpool") -> ml_collections.ConfigDict:
                         pp=f"decode(3)|resize(28)|{normalize}")
     c.total_epochs = 2
     c.total_steps = 0  # > 0 overrides total_epochs
+    c.stop_after_steps = 0  # > 0: checkpoint and stop after this many steps (resume later)
     c.optim = dict(name="adamw", lr=2e-3, min_lr=1e-5, warmup_epochs=0.2, weight_decay=0.05,
                    clip_grad_norm=1.0, exclude_posemb_from_decay=True)
     c.label_smoothing = 0.1

@@ -96,6 +96,9 @@ def run(job: Job, config: Any, workdir: str | Path) -> dict:
     eval_every = config.get("eval_every", 0)
     pending: tuple[int, dict] | None = None  # metrics of the previous step, fetched one step late
     first_step = step + 1
+    # Train in chunks (time-limited jobs): stop after this many steps of this process, checkpointed.
+    stop_at = step + config.stop_after_steps if config.get("stop_after_steps") else job.total_steps
+    stop_at = min(stop_at, job.total_steps)
 
     def check(step_done: int, metrics: dict) -> dict:
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -108,7 +111,7 @@ def run(job: Job, config: Any, workdir: str | Path) -> dict:
 
     try:
         with _Preemption() as preemption:
-            while step < job.total_steps and not preemption.requested:
+            while step < stop_at and not preemption.requested:
                 batch = next(batches)
                 state, metrics = job.step_fn(state, batch, rng)
                 step += 1
@@ -136,7 +139,7 @@ def run(job: Job, config: Any, workdir: str | Path) -> dict:
             if checkpoints.latest_step() != step:
                 checkpoints.save(step, state)
             checkpoints.wait()
-            if job.evaluate and not preemption.requested:
+            if job.evaluate and step == job.total_steps:
                 log.write(step, job.evaluate(state))
     finally:
         checkpoints.close()

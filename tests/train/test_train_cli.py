@@ -1,0 +1,115 @@
+"""train.py end to end on tiny Fashion-MNIST runs: exact resume, crashes, preemption, NaN, bad input."""
+
+import signal
+import subprocess
+import time
+
+import pytest
+from train_cli import (
+    ROOT,
+    assert_trees_equal,
+    complete_steps,
+    environment,
+    logged,
+    needs_fashion_mnist,
+    run_train,
+    saved_params,
+    train_command,
+)
+
+pytestmark = needs_fashion_mnist
+
+
+def test_exact_resume_across_a_process_restart(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run_train(straight, "--config.total_steps=6", "--config.checkpoint_every=3")
+    first = run_train(split, "--config.total_steps=6", "--config.checkpoint_every=3",
+                      "--config.stop_after_steps=3")
+    assert complete_steps(split) == [3]
+    second = run_train(split, "--config.total_steps=6", "--config.checkpoint_every=3")
+    assert "resuming from" in second.stdout and "resuming from" not in first.stdout
+    assert logged(split) == logged(straight)  # identical logged losses, steps 1..6
+    assert_trees_equal(saved_params(split, 6), saved_params(straight, 6))  # bit-identical
+
+
+def test_kill_during_checkpoint_write_resumes_from_last_complete(tmp_path):
+    workdir = tmp_path / "run"
+    process = subprocess.Popen(train_command(workdir, "--config.total_steps=400",
+                                             "--config.checkpoint_every=1"),
+                               cwd=ROOT, env=environment(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:  # kill -9 while a step's checkpoint is being written
+            checkpoints = workdir / "checkpoints"
+            if checkpoints.is_dir() and any("tmp" in p.name for p in checkpoints.iterdir()):
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.005)
+        else:
+            pytest.fail("never saw a checkpoint being written")
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == -signal.SIGKILL
+    last = complete_steps(workdir)[-1] if complete_steps(workdir) else None
+    result = run_train(workdir, "--config.total_steps=400", "--config.checkpoint_every=1",
+                       "--config.stop_after_steps=2")
+    expected = f"resuming from {workdir / 'checkpoints'}/{last}" if last else "resuming from"
+    assert (expected in result.stdout) if last else ("resuming" not in result.stdout)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_zero(tmp_path):
+    workdir = tmp_path / "run"
+    process = subprocess.Popen(train_command(workdir, "--config.total_steps=100000",
+                                             "--config.checkpoint_every=100000"),
+                               cwd=ROOT, env=environment(), stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in process.stdout:  # wait until training runs
+            if line.startswith("step 3/"):
+                break
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 0, out
+    assert "received SIGTERM" in out
+    steps = complete_steps(workdir)
+    assert steps and steps[-1] >= 3
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    workdir = tmp_path / "run"
+    result = run_train(workdir, "--config.total_steps=50", "--config.checkpoint_every=2",
+                       "--config.optim.lr=1e30", "--config.optim.warmup_epochs=0",
+                       "--config.optim.clip_grad_norm=0", check=False)
+    assert result.returncode == 1
+    assert "non-finite loss" in result.stderr and "at step" in result.stderr
+    steps = complete_steps(workdir)
+    bad = int(result.stderr.split("at step ")[1].split(";")[0])
+    assert all(s < bad for s in steps)
+    if steps:
+        import numpy as np
+        import jax
+
+        assert all(np.isfinite(x).all() for x in jax.tree.leaves(saved_params(workdir, steps[-1])))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["--config.optim.learning_rate=1"], "learning_rate"),
+    (["--config.input.name=mnist_typo"], "mnist_typo"),
+    (["--config.input.split=validation"], "validation"),
+])
+def test_bad_config_is_a_clear_error_and_writes_no_checkpoint(tmp_path, overrides, message):
+    result = run_train(tmp_path / "run", "--config.total_steps=2", *overrides, check=False)
+    assert result.returncode != 0 and message in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists() or not complete_steps(tmp_path / "run")
+
+
+def test_unwritable_workdir_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run_train(blocker / "run", "--config.total_steps=2", check=False)
+    assert result.returncode != 0 and "cannot write to workdir" in result.stderr
+    assert blocker.read_text() == "not a directory"

@@ -1,0 +1,76 @@
+"""Run train.py in a subprocess on a tiny Fashion-MNIST config (shared by the trainer tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion_mnist = pytest.mark.skipif(
+    not FASHION_MNIST.is_dir(), reason="Debian dataset-fashion-mnist is not installed (setup.sh)")
+
+# A 1-block ViT on 512 training images: seconds per run, still the full train.py path.
+TINY = [
+    "--config.input.limit=512", "--config.eval_input.limit=256", "--config.input.batch_size=32",
+    "--config.eval_input.batch_size=64", "--config.model.backbone_kwargs.depth=1",
+    "--config.model.backbone_kwargs.width=32", "--config.model.backbone_kwargs.num_heads=2",
+    "--config.log_every=1", "--config.tensorboard=False",
+]
+
+
+def train_command(workdir: Path, *overrides: str, config: str = "configs/fmnist_supervised.py") -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), f"--config={ROOT / config}",
+            f"--workdir={workdir}", *TINY, *overrides]
+
+
+def environment(devices: int = 1) -> dict:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", HF_HUB_OFFLINE="1",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return env
+
+
+def run_train(workdir: Path, *overrides: str, devices: int = 1, check: bool = True,
+              timeout: int = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run(train_command(workdir, *overrides), cwd=ROOT, env=environment(devices),
+                            capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def logged(workdir: Path, key: str = "loss") -> dict[int, float]:
+    """step -> value of `key` from metrics.jsonl (later lines win, as after a resume)."""
+    out = {}
+    for line in (workdir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if key in record:
+            out[record["step"]] = record[key]
+    return out
+
+
+def saved_params(workdir: Path, step: int) -> dict:
+    """The params of checkpoint `step`, as numpy, without building the model."""
+    import orbax.checkpoint as ocp
+
+    state = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "default")
+    return state["params"]
+
+
+def complete_steps(workdir: Path) -> list[int]:
+    directory = workdir / "checkpoints"
+    return sorted(int(p.name) for p in directory.iterdir()
+                  if p.name.isdigit() and (p / "commit_success.txt").exists())
+
+
+def assert_trees_equal(a, b) -> None:
+    import jax
+
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
