@@ -51,6 +51,8 @@ def parse_op(piece: str) -> tuple[str, tuple, dict]:
 
 def get_op(piece: str | Op) -> Op:
     """Build one op from its spec piece (a callable passes through)."""
+    from simpool_jax.data import ops  # noqa: F401 - importing registers the ops
+
     if callable(piece):
         return piece
     name, args, kwargs = parse_op(piece)
@@ -82,6 +84,4 @@ def chain(ops: Sequence[Op]) -> Op:
 
 def get_pp(spec: str | Sequence[str | Op]) -> Op:
     """The whole preprocessing function of a spec string or list (see the module docstring)."""
-    from simpool_jax.data import ops  # noqa: F401 - importing registers the ops
-
     return chain([get_op(p) for p in split_spec(spec)])
