@@ -41,7 +41,9 @@ class Model(nn.Module):
     head_kwargs: Mapping[str, Any] | None = None
 
     @nn.compact
-    def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    def __call__(self, images: jax.Array, train: bool = False, with_head: bool = True
+                 ) -> dict[str, jax.Array]:
+        """with_head=False stops at the features (DINO runs its head once on all crops)."""
         out = get_backbone(self.backbone, name="backbone", **self.backbone_kwargs)(images, train)
         tokens, cls = out.tokens, out.cls
         if self.norm == "before":
@@ -55,6 +57,8 @@ class Model(nn.Module):
         result = {"tokens": tokens, "pooled": pooled, "features": features}
         if attention is not None:
             result["attention"] = attention
+        if not with_head or self.head == "none":
+            return result
         if self.head == "linear":
             result["logits"] = nn.Dense(self.num_classes, kernel_init=trunc_normal_02, name="head")(
                 features

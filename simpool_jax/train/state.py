@@ -37,12 +37,17 @@ def init_fn(model: Any, tx: optax.GradientTransformation, image_shape: tuple[int
     return init
 
 
-def create_state(model: Any, tx: optax.GradientTransformation, image_shape: tuple[int, ...],
-                 mesh: Mesh, rng: jax.Array, ema: bool = False) -> tuple[dict, Any]:
-    """(sharded train state, its shardings) for `model` on `mesh`."""
-    init = init_fn(model, tx, image_shape, ema)
+def create_sharded(init: Callable[[jax.Array], dict], mesh: Mesh, rng: jax.Array
+                   ) -> tuple[dict, Any]:
+    """(state from `init(rng)`, created directly with the fsdp-rule shardings on `mesh`)."""
     shardings = state_shardings(mesh, jax.eval_shape(init, rng))
     return jax.jit(init, out_shardings=shardings)(rng), shardings
+
+
+def create_state(model: Any, tx: optax.GradientTransformation, image_shape: tuple[int, ...],
+                 mesh: Mesh, rng: jax.Array, ema: bool = False) -> tuple[dict, Any]:
+    """(sharded supervised train state, its shardings) for `model` on `mesh`."""
+    return create_sharded(init_fn(model, tx, image_shape, ema), mesh, rng)
 
 
 def load_pretrained(state: dict, variables: dict, skip: str | None = None) -> tuple[dict, list[str]]:

@@ -1,0 +1,96 @@
+"""The DINO trainer: student and teacher from one config, multi-crop data, k-NN at the end.
+
+Config keys: model (head='dino'), teacher_drop_path (the official ConvNeXt teacher runs with
+drop path active; ViT / ResNet teachers have none), input (pp ending in dino_multicrop; global
+batch size), total_epochs / total_steps, optim (name adamw | lars, lr per 256 images — scaled by
+batch / 256 as the official code —, min_lr, warmup_epochs, weight_decay, weight_decay_end,
+b1, b2, momentum), dino (temperatures, centre momentum, clip_grad, freeze_last_layer_epochs,
+momentum_teacher), knn (train / test input configs, ks, temperature; optional), seed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from simpool_jax.data import get_dataset, make_eval_iterator, make_train_iterator
+from simpool_jax.evaluate.extract import extract_features
+from simpool_jax.evaluate.knn import knn_accuracy
+from simpool_jax.heads import DINOHead
+from simpool_jax.model import build_model
+from simpool_jax.train.dino import DinoOptimizer, make_dino_step
+from simpool_jax.train.loop import Job
+from simpool_jax.train.optim import warmup_cosine
+from simpool_jax.train.state import create_sharded
+from simpool_jax.train.supervised_trainer import schedule_steps
+
+
+def teacher_config(config: Any) -> dict:
+    """The model config of the teacher: the student's, without drop path unless asked for."""
+    model = json.loads(config.model.to_json())
+    if not config.get("teacher_drop_path", False):
+        model.setdefault("backbone_kwargs", {})["drop_path_rate"] = 0.0
+    return model
+
+
+def knn_evaluation(config: Any, mesh: Any, model: Any) -> Any:
+    """state -> {'knn_top1_k{k}': ...} on the teacher's features (None without config.knn)."""
+    if not config.get("knn"):
+        return None
+    knn = config.knn
+
+    def evaluate(state: dict) -> dict:
+        variables = {"params": state["teacher_params"], "batch_stats": state["teacher_batch_stats"]}
+        forward = jax.jit(lambda x: model.apply(variables, x, with_head=False)["features"])
+        train = extract_features(forward, make_eval_iterator(knn.train, mesh))
+        test = extract_features(forward, make_eval_iterator(knn.test, mesh))
+        result = knn_accuracy(*train, *test, ks=tuple(knn.ks), temperature=knn.temperature)
+        return {f"knn_{m}_k{k}": v[m] for k, v in result.items() for m in ("top1", "top5")}
+
+    return evaluate
+
+
+def build_job(config: Any, mesh: Any) -> Job:
+    """Everything the loop needs for DINO training of `config` on `mesh`."""
+    if config.model.get("head") != "dino":
+        raise ValueError("the DINO trainer needs config.model.head = 'dino'")
+    student, teacher = build_model(config.model), build_model(teacher_config(config))
+    head = DINOHead(**student.head_kwargs)
+    source = get_dataset(config.input.name, config.input.split, config.input.get("data_dir"),
+                         limit=config.input.get("limit"))
+    steps_per_epoch, total_steps, optim = schedule_steps(config, source.num_examples)
+    lr = optim["lr"] * config.input.batch_size / 256.0  # the official linear scaling rule
+    schedules = {
+        "lr": warmup_cosine(lr, total_steps, optim.get("warmup_steps", 0), optim.get("min_lr", 0.0)),
+        "wd": warmup_cosine(optim["weight_decay"], total_steps, 0, optim["weight_decay_end"]),
+        "momentum": warmup_cosine(config.dino.momentum_teacher, total_steps, 0, 1.0),
+    }
+    optimizer = DinoOptimizer(optim["name"], optim.get("b1", 0.9), optim.get("b2", 0.999),
+                              momentum=optim.get("momentum", 0.9))
+    size = config.image_size
+    out_dim = student.head_kwargs["out_dim"]
+
+    def init(rng: jax.Array) -> dict:
+        variables = student.init(rng, jnp.zeros((2, size, size, 3), jnp.float32))
+        params, stats = variables["params"], variables.get("batch_stats", {})
+        return {"params": params, "batch_stats": stats, "teacher_params": params,
+                "teacher_batch_stats": stats, "opt": optimizer.init(params),
+                "center": jnp.zeros((1, out_dim), jnp.float32), "step": jnp.zeros((), jnp.int32)}
+
+    state, shardings = create_sharded(init, mesh, jax.random.PRNGKey(config.seed))
+    step = make_dino_step(student, teacher, head, optimizer, schedules, config, steps_per_epoch)
+
+    def train_batches(start_step: int):
+        settings = {**config.input, "seed": config.seed}
+        if start_step:
+            settings["start_step"] = start_step
+        return make_train_iterator(settings, mesh)
+
+    return Job(state=state, shardings=shardings, step_fn=jax.jit(step, donate_argnums=0),
+               train_batches=train_batches, total_steps=total_steps,
+               steps_per_epoch=steps_per_epoch, global_batch_size=config.input.batch_size,
+               evaluate=knn_evaluation(config, mesh, teacher))
+
