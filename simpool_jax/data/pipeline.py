@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 AUTOTUNE = tf.data.AUTOTUNE
 _COMMON = {"name": None, "split": None, "data_dir": None, "pp": None, "batch_size": None, "seed": 0,
            "prefetch": 2, "cache_raw": False, "data_axis": "data", "limit": None, "download": False}
-TRAIN_DEFAULTS = {**_COMMON, "shuffle_buffer": 10_000, "pp_batch": None}
+TRAIN_DEFAULTS = {**_COMMON, "shuffle_buffer": 10_000, "pp_batch": None, "start_step": 0}
 EVAL_DEFAULTS = dict(_COMMON)
 
 
@@ -80,14 +80,20 @@ def _local_batch(batch_size: int, process_count: int) -> int:
 
 
 def train_dataset(source: Source, pp, local_batch: int, *, seed: int = 0, shuffle_buffer: int = 10_000,
-                  pp_batch=None, cache_raw: bool = False) -> tf.data.Dataset:
-    """The endless, shuffled host-batch stream of `source` (dicts of NumPy-convertible tensors)."""
+                  pp_batch=None, cache_raw: bool = False, start_step: int = 0) -> tf.data.Dataset:
+    """The endless, shuffled host-batch stream of `source` (dicts of NumPy-convertible tensors).
+
+    `start_step` resumes the stream after that many batches: the raw records before it are read and
+    dropped undecoded, and since shuffling and augmentation depend only on the seed and the stream
+    position, the batches are those an uninterrupted run would see (exactly so while no corrupt
+    image has been skipped).
+    """
     ds = source.get_tfdata(shuffle_seed=seed)
     if cache_raw:
         ds = ds.cache()
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = _preprocess(_tag(ds, seed, source.process_index), source, pp)
-    ds = ds.batch(local_batch, drop_remainder=True)
+    ds = _tag(ds, seed, source.process_index).skip(start_step * local_batch)
+    ds = _preprocess(ds, source, pp).batch(local_batch, drop_remainder=True)
     if pp_batch:
         ds = ds.map(get_pp(pp_batch), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
@@ -207,7 +213,7 @@ def make_train_iterator(config: Mapping[str, Any], mesh: jax.sharding.Mesh, *, p
     sharding = _sharding(mesh, c["data_axis"], c["batch_size"])
     source, local = _source(c, process_index, process_count)
     ds = train_dataset(source, c["pp"], local, seed=c["seed"], shuffle_buffer=c["shuffle_buffer"],
-                       pp_batch=c["pp_batch"], cache_raw=c["cache_raw"])
+                       pp_batch=c["pp_batch"], cache_raw=c["cache_raw"], start_step=c["start_step"])
     return Batches(ds, sharding, source.num_examples_per_process, c["prefetch"], train=True)
 
 

@@ -16,8 +16,7 @@ def photo(height: int, width: int) -> np.ndarray:
 def draws(fn, n: int, seed: int = 0):
     """fn(stateless seed) for n different seeds, run inside tf.data.Dataset.map, stacked as numpy."""
     ds = tf.data.Dataset.range(n).map(lambda i: fn(tf.stack([tf.constant(seed, tf.int64), i])))
-    return next(iter(ds.batch(n))).numpy() if not isinstance(ds.element_spec, (tuple, dict)) else \
-        tf.nest.map_structure(lambda x: x.numpy(), next(iter(ds.batch(n))))
+    return tf.nest.map_structure(lambda x: x.numpy(), next(iter(ds.batch(n))))
 
 
 def within(fraction: float, p: float, n: int, sigmas: float = 4.0) -> bool:

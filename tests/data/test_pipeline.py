@@ -54,6 +54,10 @@ def test_train_batches_are_global_sharded_seeded_and_repeat(fmnist_dir, mesh):
     np.testing.assert_array_equal(np.asarray(b["labels"]).argmax(-1), np.asarray(b["label"]))
     again = next(make_train_iterator(config, mesh))
     np.testing.assert_array_equal(np.asarray(again["image"]), np.asarray(b["image"]))
+    resumed = make_train_iterator({**config, "start_step": 5}, mesh)
+    for want in batches[5:]:
+        got = next(resumed)
+        np.testing.assert_array_equal(np.asarray(got["image"]), np.asarray(want["image"]))
     other = next(make_train_iterator({**config, "seed": 4}, mesh))
     assert not np.array_equal(np.asarray(other["label"]), np.asarray(b["label"]))
 

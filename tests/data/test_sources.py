@@ -1,13 +1,10 @@
 """Sources: the Fashion-MNIST TFDS build against the raw IDX bytes, image folders (bad files
 included), sharding, and the errors for wrong names, splits and missing ImageNet."""
 
-import io
-import logging
 import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
 
 from conftest import LIMIT, idx_array, needs_fmnist

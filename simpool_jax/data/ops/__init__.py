@@ -1,3 +1,3 @@
 """The registered pp ops. Importing this package registers them all (see `registry.OPS`)."""
 
-from simpool_jax.data.ops import color, general, geometry, multicrop  # noqa: F401
+from simpool_jax.data.ops import color, general, geometry, mix, multicrop, randaug  # noqa: F401
