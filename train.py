@@ -62,7 +62,7 @@ def main(argv: list[str]) -> None:
     else:
         from simpool_jax.train.dino_trainer import build_job
     try:
-        job = build_job(config, mesh)
+        job = build_job(config, mesh, workdir)
         loop.run(job, config, workdir)
     except (ValueError, FileNotFoundError, loop.NonFiniteError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)

@@ -61,12 +61,43 @@ def load_model_dir(directory: str | Path) -> tuple[Model, dict, dict]:
     return build_model(record["model"]), variables, record
 
 
+def load_train_workdir(workdir: str | Path) -> tuple[Model, dict, dict]:
+    """(model, variables, record) of the latest checkpoint of a train.py workdir.
+
+    DINO runs give the teacher (what DINO evaluates), without drop path; supervised runs the EMA
+    weights when the run kept them, else the raw ones.
+    """
+    import orbax.checkpoint as ocp
+
+    workdir = Path(workdir).absolute()
+    config = json.loads((workdir / "config.json").read_text())
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").glob("[0-9]*")
+                   if (p / "commit_success.txt").exists())
+    if not steps:
+        raise FileNotFoundError(f"{workdir} has no complete checkpoint yet")
+    state = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(steps[-1]) / "default")
+    model_config = config["model"]
+    if config.get("trainer") == "dino":
+        model_config = dict(model_config, backbone_kwargs={
+            **model_config.get("backbone_kwargs", {}), "drop_path_rate": 0.0})
+        variables = {"params": state["teacher_params"], "batch_stats": state["teacher_batch_stats"]}
+    elif "ema_params" in state:
+        variables = {"params": state["ema_params"], "batch_stats": state["ema_batch_stats"]}
+    else:
+        variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    record = {"format": 1, "model": model_config,
+              "source": {"path": str(workdir), "step": steps[-1], "train_config": config}}
+    return build_model(model_config), variables, record
+
+
 def load_model(path: str | Path, **overrides: Any) -> tuple[Model, dict, dict]:
-    """A model directory, or an official .pth / .pth.tar converted on the fly (`overrides` go to
-    `simpool_jax.convert.load_torch_checkpoint`)."""
+    """A model directory, a train.py workdir, or an official .pth / .pth.tar converted on the fly
+    (`overrides` go to `simpool_jax.convert.load_torch_checkpoint`)."""
     if Path(path).is_dir():
         if overrides:
             raise ValueError(f"options {sorted(overrides)} only apply to .pth files, not to {path}")
+        if (Path(path) / "checkpoints").is_dir() and (Path(path) / "config.json").is_file():
+            return load_train_workdir(path)
         return load_model_dir(path)
     from simpool_jax.convert import load_torch_checkpoint
 

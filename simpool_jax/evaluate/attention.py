@@ -48,3 +48,34 @@ def save_attention_overlay(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def save_attention_grid(images: np.ndarray, attentions: np.ndarray, grid: tuple[int, int],
+                        path: str | Path, title: str = "") -> Path:
+    """Write a PNG with one column per image: the image (rescaled for display) above its
+    attention overlay. images (n, H, W, 3) in any range; attentions (n, N) over the token grid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), squeeze=False)
+    for i, (image, attention) in enumerate(zip(images, attentions)):
+        image = np.asarray(image, np.float64)
+        image = (image - image.min()) / max(image.max() - image.min(), 1e-12)
+        h, w = image.shape[:2]
+        axes[0, i].imshow(image)
+        axes[1, i].imshow(image)
+        axes[1, i].imshow(attention_grid(attention, grid), cmap="viridis", alpha=0.6,
+                          extent=(0, w, h, 0), interpolation="bilinear")
+        for ax in axes[:, i]:
+            ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

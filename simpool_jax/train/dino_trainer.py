@@ -11,12 +11,15 @@ momentum_teacher), knn (train / test input configs, ks, temperature; optional), 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from simpool_jax.data import get_dataset, make_eval_iterator, make_train_iterator
+from simpool_jax.evaluate.attention import save_attention_grid
 from simpool_jax.evaluate.extract import extract_features
 from simpool_jax.evaluate.knn import knn_accuracy
 from simpool_jax.heads import DINOHead
@@ -36,8 +39,20 @@ def teacher_config(config: Any) -> dict:
     return model
 
 
-def knn_evaluation(config: Any, mesh: Any, model: Any) -> Any:
-    """state -> {'knn_top1_k{k}': ...} on the teacher's features (None without config.knn)."""
+def save_attention_figure(model: Any, variables: dict, batch: dict, path: Path, n: int = 8) -> None:
+    """The teacher's pooling attention over the first `n` images of an eval batch."""
+    images = batch["image"][:n]
+    out = model.apply(variables, images, with_head=False)
+    if "attention" not in out:
+        return
+    side = int(round(out["tokens"].shape[1] ** 0.5))
+    save_attention_grid(np.asarray(images), np.asarray(out["attention"]), (side, side), path,
+                        title=f"{model.pooling} attention of the DINO teacher")
+
+
+def knn_evaluation(config: Any, mesh: Any, model: Any, workdir: Path) -> Any:
+    """state -> {'knn_top1_k{k}': ...} on the teacher's features (None without config.knn);
+    also writes knn.json and, for poolers with attention, attention.png to the workdir."""
     if not config.get("knn"):
         return None
     knn = config.knn
@@ -48,12 +63,20 @@ def knn_evaluation(config: Any, mesh: Any, model: Any) -> Any:
         train = extract_features(forward, make_eval_iterator(knn.train, mesh))
         test = extract_features(forward, make_eval_iterator(knn.test, mesh))
         result = knn_accuracy(*train, *test, ks=tuple(knn.ks), temperature=knn.temperature)
-        return {f"knn_{m}_k{k}": v[m] for k, v in result.items() for m in ("top1", "top5")}
+        metrics = {f"knn_{m}_k{k}": v[m] for k, v in result.items() for m in ("top1", "top5")}
+        if jax.process_index() == 0:
+            (workdir / "knn.json").write_text(json.dumps(
+                {"step": int(jax.device_get(state["step"])), "train_examples": len(train[0]),
+                 "test_examples": len(test[0]), "temperature": knn.temperature,
+                 "knn": {str(k): v for k, v in result.items()}}, indent=2) + "\n")
+            first = next(iter(make_eval_iterator(knn.test, mesh)))
+            save_attention_figure(model, variables, jax.device_get(first), workdir / "attention.png")
+        return metrics
 
     return evaluate
 
 
-def build_job(config: Any, mesh: Any) -> Job:
+def build_job(config: Any, mesh: Any, workdir: Path) -> Job:
     """Everything the loop needs for DINO training of `config` on `mesh`."""
     if config.model.get("head") != "dino":
         raise ValueError("the DINO trainer needs config.model.head = 'dino'")
@@ -92,5 +115,5 @@ def build_job(config: Any, mesh: Any) -> Job:
     return Job(state=state, shardings=shardings, step_fn=jax.jit(step, donate_argnums=0),
                train_batches=train_batches, total_steps=total_steps,
                steps_per_epoch=steps_per_epoch, global_batch_size=config.input.batch_size,
-               evaluate=knn_evaluation(config, mesh, teacher))
+               evaluate=knn_evaluation(config, mesh, teacher, Path(workdir)))
 

@@ -32,7 +32,7 @@ def schedule_steps(config: Any, num_train_examples: int) -> tuple[int, int, dict
     return steps_per_epoch, total, optim
 
 
-def build_job(config: Any, mesh: Any) -> Job:
+def build_job(config: Any, mesh: Any, workdir: Any = None) -> Job:
     """Everything the loop needs for supervised training of `config` on `mesh`."""
     model = build_model(config.model)
     source = get_dataset(config.input.name, config.input.split, config.input.get("data_dir"),
