@@ -107,10 +107,8 @@ def build_job(config: Any, mesh: Any, workdir: Path) -> Job:
     step = make_dino_step(student, teacher, head, optimizer, schedules, config, steps_per_epoch)
 
     def train_batches(start_step: int):
-        settings = {**config.input, "seed": config.seed}
-        if start_step:
-            settings["start_step"] = start_step
-        return make_train_iterator(settings, mesh)
+        return make_train_iterator({**config.input, "seed": config.seed, "start_step": start_step},
+                                   mesh)
 
     return Job(state=state, shardings=shardings, step_fn=jax.jit(step, donate_argnums=0),
                train_batches=train_batches, total_steps=total_steps,

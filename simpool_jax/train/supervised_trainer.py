@@ -50,10 +50,8 @@ def build_job(config: Any, mesh: Any, workdir: Any = None) -> Job:
     eval_step = jax.jit(make_eval_step(model))
 
     def train_batches(start_step: int):
-        settings = {**config.input, "seed": config.seed}
-        if start_step:
-            settings["start_step"] = start_step
-        return make_train_iterator(settings, mesh)
+        return make_train_iterator({**config.input, "seed": config.seed, "start_step": start_step},
+                                   mesh)
 
     def evaluate(state: dict) -> dict:
         weights = {"": (state["params"], state["batch_stats"])}
