@@ -6,7 +6,9 @@ import time
 
 import pytest
 from train_cli import (
+    DINO,
     ROOT,
+    SUPERVISED,
     assert_trees_equal,
     complete_steps,
     environment,
@@ -20,13 +22,14 @@ from train_cli import (
 pytestmark = needs_fashion_mnist
 
 
-def test_exact_resume_across_a_process_restart(tmp_path):
+@pytest.mark.parametrize("config", [SUPERVISED, DINO])
+def test_exact_resume_across_a_process_restart(tmp_path, config):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    run_train(straight, "--config.total_steps=6", "--config.checkpoint_every=3")
+    run_train(straight, "--config.total_steps=6", "--config.checkpoint_every=3", config=config)
     first = run_train(split, "--config.total_steps=6", "--config.checkpoint_every=3",
-                      "--config.stop_after_steps=3")
+                      "--config.stop_after_steps=3", config=config)
     assert complete_steps(split) == [3]
-    second = run_train(split, "--config.total_steps=6", "--config.checkpoint_every=3")
+    second = run_train(split, "--config.total_steps=6", "--config.checkpoint_every=3", config=config)
     assert "resuming from" in second.stdout and "resuming from" not in first.stdout
     assert logged(split) == logged(straight)  # identical logged losses, steps 1..6
     assert_trees_equal(saved_params(split, 6), saved_params(straight, 6))  # bit-identical

@@ -16,18 +16,24 @@ FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion_mnist = pytest.mark.skipif(
     not FASHION_MNIST.is_dir(), reason="Debian dataset-fashion-mnist is not installed (setup.sh)")
 
-# A 1-block ViT on 512 training images: seconds per run, still the full train.py path.
-TINY = [
-    "--config.input.limit=512", "--config.eval_input.limit=256", "--config.input.batch_size=32",
-    "--config.eval_input.batch_size=64", "--config.model.backbone_kwargs.depth=1",
-    "--config.model.backbone_kwargs.width=32", "--config.model.backbone_kwargs.num_heads=2",
-    "--config.log_every=1", "--config.tensorboard=False",
-]
+SUPERVISED, DINO = "configs/fmnist_supervised.py", "configs/fmnist_dino.py"
+# 1-block ViTs on 512 training images: seconds per run, still the full train.py path.
+_SMALL_VIT = ["--config.input.limit=512", "--config.model.backbone_kwargs.depth=1",
+              "--config.model.backbone_kwargs.width=32", "--config.model.backbone_kwargs.num_heads=2",
+              "--config.log_every=1", "--config.tensorboard=False"]
+TINY = {
+    SUPERVISED: _SMALL_VIT + ["--config.eval_input.limit=256", "--config.input.batch_size=32",
+                              "--config.eval_input.batch_size=64"],
+    DINO: _SMALL_VIT + ["--config.input.batch_size=16", "--config.model.head_kwargs.out_dim=64",
+                        "--config.model.head_kwargs.hidden_dim=32",
+                        "--config.model.head_kwargs.bottleneck_dim=16",
+                        "--config.knn.train.limit=256", "--config.knn.test.limit=128"],
+}
 
 
-def train_command(workdir: Path, *overrides: str, config: str = "configs/fmnist_supervised.py") -> list[str]:
+def train_command(workdir: Path, *overrides: str, config: str = SUPERVISED) -> list[str]:
     return [sys.executable, str(ROOT / "train.py"), f"--config={ROOT / config}",
-            f"--workdir={workdir}", *TINY, *overrides]
+            f"--workdir={workdir}", *TINY[config], *overrides]
 
 
 def environment(devices: int = 1) -> dict:
@@ -37,8 +43,9 @@ def environment(devices: int = 1) -> dict:
 
 
 def run_train(workdir: Path, *overrides: str, devices: int = 1, check: bool = True,
-              timeout: int = 300) -> subprocess.CompletedProcess:
-    result = subprocess.run(train_command(workdir, *overrides), cwd=ROOT, env=environment(devices),
+              timeout: int = 300, config: str = SUPERVISED) -> subprocess.CompletedProcess:
+    result = subprocess.run(train_command(workdir, *overrides, config=config), cwd=ROOT,
+                            env=environment(devices),
                             capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stderr[-3000:]}")
