@@ -19,3 +19,12 @@ def test_attention_grid_is_row_major_and_scaled():
     grid = attention_grid(np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]), (2, 3))
     np.testing.assert_allclose(grid, [[0, 0.2, 0.4], [0.6, 0.8, 1.0]])
     np.testing.assert_array_equal(attention_grid(np.full(4, 0.25), (2, 2)), np.zeros((2, 2)))
+
+
+def test_attention_grid_figure_has_one_column_per_image(tmp_path):
+    from simpool_jax.evaluate.attention import save_attention_grid
+
+    rng = np.random.default_rng(0)
+    path = save_attention_grid(rng.standard_normal((3, 28, 28, 3)), rng.random((3, 49)), (7, 7),
+                               tmp_path / "grid.png", title="test")
+    assert Image.open(path).size == (480, 340)  # 1.6 in per image x 100 dpi, 3.4 in tall

@@ -14,6 +14,28 @@ def attention_grid(attention: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return (a - a.min()) / span if span > 0 else np.zeros_like(a)
 
 
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _finish(fig, path: str | Path, title: str, fontsize: int | None = None) -> Path:
+    """Title, tight layout, write the PNG (creating its folder), close the figure."""
+    if title:
+        fig.suptitle(title, fontsize=fontsize)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
 def save_attention_overlay(
     image: np.ndarray, attention: np.ndarray, grid: tuple[int, int], path: str | Path,
     title: str = "",
@@ -22,11 +44,7 @@ def save_attention_overlay(
 
     image: (H, W, 3) uint8 or [0, 1] floats, the pixels the model saw.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     heat = attention_grid(attention, grid)
     h, w = image.shape[:2]
     extent = (0, w, h, 0)
@@ -40,25 +58,14 @@ def save_attention_overlay(
     axes[2].set_title("overlay")
     for ax in axes:
         ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(fig, path, title)
 
 
 def save_attention_grid(images: np.ndarray, attentions: np.ndarray, grid: tuple[int, int],
                         path: str | Path, title: str = "") -> Path:
     """Write a PNG with one column per image: the image (rescaled for display) above its
     attention overlay. images (n, H, W, 3) in any range; attentions (n, N) over the token grid."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     n = len(images)
     fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), squeeze=False)
     for i, (image, attention) in enumerate(zip(images, attentions)):
@@ -71,11 +78,4 @@ def save_attention_grid(images: np.ndarray, attentions: np.ndarray, grid: tuple[
                           extent=(0, w, h, 0), interpolation="bilinear")
         for ax in axes[:, i]:
             ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(fig, path, title, fontsize=9)
