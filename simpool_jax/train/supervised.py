@@ -37,12 +37,15 @@ def cast_tree(tree: Any, dtype: Any) -> Any:
 def make_train_step(model: Any, tx: optax.GradientTransformation, lr: Callable,
                     num_classes: int, label_smoothing: float = 0.0, ema_decay: float = 0.0,
                     compute_dtype: str = "float32") -> Callable:
-    """(state, batch {'image', 'label'}, rng) -> (state, metrics); jit it with donation."""
+    """(state, batch {'image', 'label' and/or soft 'labels'}, rng) -> (state, metrics); jit it
+    with donation."""
     dtype = COMPUTE_DTYPES[compute_dtype]
 
     def step(state: dict, batch: dict, rng: jax.Array) -> tuple[dict, dict]:
         rng = jax.random.fold_in(rng, state["step"])
-        targets = targets_of(batch["label"], num_classes, label_smoothing)
+        # Soft targets from the pipeline (onehot + mixup / cutmix) win over integer labels.
+        targets = (batch["labels"].astype(jnp.float32) if "labels" in batch
+                   else targets_of(batch["label"], num_classes, label_smoothing))
 
         def loss_fn(params):
             variables = {"params": cast_tree(params, dtype), "batch_stats": state["batch_stats"]}

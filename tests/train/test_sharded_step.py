@@ -12,12 +12,14 @@ from simpool_jax.train.state import create_state
 from simpool_jax.train.supervised import make_train_step
 
 
+# A small ViT compiles fast; BatchNorm under sharding is covered by tests/test_model.py.
+MODEL = dict(backbone="vit_tiny", pooling="simpool", pooling_kwargs={"gamma": 1.25},
+             backbone_kwargs=dict(depth=2, width=64, num_heads=2, patch_size=8, posemb_grid=(4, 4)),
+             recipe="supervised", head="linear", num_classes=5)
+
+
 def _setup(mesh, ema=0.0):
-    # A small ViT compiles fast; BatchNorm under sharding is covered by tests/test_model.py.
-    model = build_model(dict(backbone="vit_tiny", pooling="simpool", pooling_kwargs={"gamma": 1.25},
-                             backbone_kwargs=dict(depth=2, width=64, num_heads=2, patch_size=8,
-                                                  posemb_grid=(4, 4)),
-                             recipe="supervised", head="linear", num_classes=5))
+    model = build_model(MODEL)
     config = dict(name="adamw", lr=1e-2, weight_decay=0.05, warmup_steps=1, clip_grad_norm=1.0)
     abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((2, 32, 32, 3)))["params"]
     tx, lr = make_optimizer(config, 10, abstract)
@@ -66,3 +68,17 @@ def test_fsdp_shards_large_parameters():
     moment = state["opt"][1][0].mu["backbone"]["blocks_0"]["mlp"]["fc1"]["kernel"]
     assert moment.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp")
     assert state["params"]["pool"]["norm_patches"]["scale"].sharding.spec == jax.sharding.PartitionSpec()
+
+
+def test_soft_labels_from_mixup_are_the_targets():
+    """With 'labels' (mixup / cutmix output) in the batch, the loss is CE against them."""
+    state, step = _setup(jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",)))
+    batch = _batches()[0]
+    soft = np.random.default_rng(3).dirichlet(np.ones(5), 16).astype(np.float32)
+    params = jax.device_get(state["params"])
+    _, metrics = step(state, dict(batch, labels=soft), jax.random.PRNGKey(1))
+    logits = np.asarray(build_model(MODEL).apply({"params": params}, batch["image"])["logits"],
+                        np.float64)
+    shifted = logits - logits.max(1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    np.testing.assert_allclose(metrics["loss"], -(soft * log_p).sum(1).mean(), rtol=1e-5)
