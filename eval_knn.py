@@ -24,12 +24,16 @@ FASHION_MNIST_PP = "decode(3)|resize(28)|normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0
 IMAGENET_PP = "decode(3)|resize_small(256)|central_crop(224)|normalize('imagenet')"
 
 
-def default_pp(dataset: str, record: dict) -> str:
-    """The k-NN preprocessing a train workdir used, else per dataset (DINO's eval transform)."""
+def run_knn_settings(dataset: str, record: dict) -> dict:
+    """The k-NN settings (pp, batch_size) of the train workdir's own evaluation on `dataset`.
+
+    Same batches matter: SimPool's gamma-path minimum is taken over each batch, so features (and
+    the k-NN result) depend slightly on the batch size, as in the official code.
+    """
     knn = record.get("source", {}).get("train_config", {}).get("knn")
     if knn and knn["test"]["name"] == dataset:
-        return knn["test"]["pp"]
-    return FASHION_MNIST_PP if dataset == "fashion_mnist" else IMAGENET_PP
+        return {"pp": knn["test"]["pp"], "batch_size": knn["test"]["batch_size"]}
+    return {"pp": FASHION_MNIST_PP if dataset == "fashion_mnist" else IMAGENET_PP, "batch_size": 256}
 
 
 def eval_split(dataset: str) -> str:
@@ -52,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--k", default="10,20,100,200", help="comma-separated k values")
     parser.add_argument("--temperature", type=float, default=0.07)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int,
+                        help="default: the run's own k-NN batch size, else 256 (SimPool's batch "
+                             "minimum makes features depend slightly on it)")
     parser.add_argument("--pp", help="eval preprocessing spec (default: from the run or the dataset)")
     parser.add_argument("--data-dir")
     parser.add_argument("--limit", type=int, help="first N examples of each split (quick checks)")
@@ -70,11 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, variables, record = load_model(args.checkpoint)
         mesh = make_mesh((("data", -1),))
-        pp = args.pp or default_pp(args.dataset, record)
+        settings = run_knn_settings(args.dataset, record)
+        pp = args.pp or settings["pp"]
+        batch_size = args.batch_size or settings["batch_size"]
         forward = jax.jit(lambda x: model.apply(variables, x, with_head=False)["features"])
         features = {}
         for split in ("train", eval_split(args.dataset)):
-            config = dict(name=args.dataset, split=split, batch_size=args.batch_size, pp=pp,
+            config = dict(name=args.dataset, split=split, batch_size=batch_size, pp=pp,
                           data_dir=args.data_dir, limit=args.limit)
             features[split] = extract_features(forward, make_eval_iterator(config, mesh))
     except (ValueError, FileNotFoundError) as err:
