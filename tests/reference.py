@@ -71,6 +71,15 @@ def random_simpool_params(d: int, seed: int, use_beta: bool = False) -> dict:
     return params
 
 
+def random_timm_model(name: str, seed: int, **kwargs):
+    """timm.create_model(name, pretrained=False, **kwargs) with `randomize_timm_model` weights."""
+    from simpool_jax.convert.torch_env import import_timm
+
+    model = import_timm().create_model(name, pretrained=False, **kwargs)
+    randomize_timm_model(model, seed)
+    return model
+
+
 def randomize_timm_model(model, seed: int, calibration_size: int = 64) -> None:
     """Make every parameter and buffer of `model` informative (in place).
 

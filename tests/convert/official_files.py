@@ -15,13 +15,11 @@ from reference import (
     dino_vit_reference,
     random_simpool_params,
     randomize_dino_head,
-    randomize_timm_model,
+    random_timm_model,
     torch_simpool,
 )
 
-from simpool_jax.convert.torch_env import import_timm
 
-timm = import_timm()
 
 
 @dataclass
@@ -30,12 +28,6 @@ class OfficialFile:
 
     obj: dict
     reference: dict[str, Callable]  # entry name -> images NCHW -> dict(features, attention, logits)
-
-
-def _timm(name: str, seed: int, **kwargs):
-    model = timm.create_model(name, pretrained=False, **kwargs)
-    randomize_timm_model(model, seed)
-    return model
 
 
 def _prefixed(prefix: str, state: dict) -> dict:
@@ -49,7 +41,7 @@ def dino_vit(name: str, gamma: float | None, stray_beta: bool = False, seed: int
            "args": argparse.Namespace(arch=name, gamma=gamma, mode="simpool", out_dim=32)}
     reference = {}
     for entry, prefix, offset in (("teacher", "", 0), ("student", "module.", 10)):
-        vit = _timm(f"{name}_patch16_224", seed + offset, num_classes=0, class_token=False,
+        vit = random_timm_model(f"{name}_patch16_224", seed + offset, num_classes=0, class_token=False,
                     global_pool="")
         dim = vit.num_features
         use_beta = gamma is not None or stray_beta
@@ -71,7 +63,7 @@ def dino_vit(name: str, gamma: float | None, stray_beta: bool = False, seed: int
 def dino_vit_official_cls(name: str, seed: int = 0) -> OfficialFile:
     """DINO ViT in 'official' mode: CLS token, pos_embed (1, 197, D), features = norm(x)[:, 0];
     the position embedding is resampled only when the grid differs from 14 x 14."""
-    vit = _timm(f"{name}_patch16_224", seed, num_classes=0)
+    vit = random_timm_model(f"{name}_patch16_224", seed, num_classes=0)
     obj = {"teacher": _prefixed("backbone.", vit.state_dict()),
            "args": argparse.Namespace(arch=name, mode="official")}
 
@@ -111,7 +103,7 @@ def dino_cnn(name: str, args_gamma: float | None, legacy_names: bool = False,
     """DINO-SimPool ResNet (teacher DDP-wrapped, BN head) or ConvNeXt (FB names, LN after pooling).
     The reference uses gamma 2.0 for ConvNeXt whatever args say (timm drops gamma=None)."""
     convnext = name.startswith("convnext")
-    model = _timm(name, seed, num_classes=0, global_pool="")
+    model = random_timm_model(name, seed, num_classes=0, global_pool="")
     dim = model.num_features
     pool = random_simpool_params(dim, seed + 1)
     head = randomize_dino_head(TorchDINOHead(dim, 32, use_bn=not convnext), True, seed + 2)
@@ -156,7 +148,7 @@ def supervised(name: str, gamma: float | None, ema: bool, split_bn: bool = False
     reference = {}
     for offset, entry in enumerate(entries):
         extra = {"class_token": False} if vit else {}
-        model = _timm(name, seed + 10 * offset, num_classes=5, global_pool="", **extra)
+        model = random_timm_model(name, seed + 10 * offset, num_classes=5, global_pool="", **extra)
         dim = model.num_features
         pool = random_simpool_params(dim, seed + 10 * offset + 1)
         state = {**model.state_dict(), **_prefixed("gp.pool." if vit else "global_pool.pool.", pool)}

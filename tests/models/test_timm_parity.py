@@ -16,16 +16,14 @@ from reference import (
     dino_vit_reference,
     random_simpool_params,
     randomize_dino_head,
-    randomize_timm_model,
+    random_timm_model,
     torch_simpool,
 )
 
 from simpool_jax import convert
-from simpool_jax.convert.torch_env import import_timm
 from simpool_jax.model import build_model
 from simpool_jax.models import layers
 
-timm = import_timm()
 torch.set_num_threads(2)
 
 FEATURE_ATOL = 1e-4
@@ -34,12 +32,6 @@ ATTENTION_ATOL = 2e-5
 
 def _images(size: int, batch: int = 2, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-def _timm(name: str, seed: int, **kwargs):
-    model = timm.create_model(name, pretrained=False, **kwargs)
-    randomize_timm_model(model, seed)
-    return model
 
 
 def _ours(config: dict, state_dict: dict, naming: str = "timm"):
@@ -83,7 +75,7 @@ BACKBONES = [
 @pytest.mark.parametrize("timm_name,ours_name,timm_kw,ours_kw,size,pooling", BACKBONES)
 def test_timm_baseline_models(timm_name, ours_name, timm_kw, ours_kw, size, pooling):
     """Tokens, pre-logits features and logits of timm's own CLS / GAP models."""
-    ref_model = _timm(timm_name, seed=1, num_classes=10, **timm_kw)
+    ref_model = random_timm_model(timm_name, seed=1, num_classes=10, **timm_kw)
     model, variables = _ours(
         dict(backbone=ours_name, backbone_kwargs=ours_kw, pooling=pooling, recipe="supervised",
              head="linear", num_classes=10),
@@ -102,7 +94,7 @@ def test_timm_baseline_models(timm_name, ours_name, timm_kw, ours_kw, size, pool
 
 
 def test_timm_vit_gap_uses_fc_norm_after_pooling():
-    ref_model = _timm("vit_tiny_patch16_224", seed=2, num_classes=10, global_pool="avg",
+    ref_model = random_timm_model("vit_tiny_patch16_224", seed=2, num_classes=10, global_pool="avg",
                       class_token=False, depth=2)
     model, variables = _ours(
         dict(backbone="vit_tiny", backbone_kwargs={"depth": 2}, pooling="gap",
@@ -146,7 +138,7 @@ SIMPOOL_MODELS = [
 
 def _simpool_case(family, timm_name, ours_name, timm_kw, ours_kw, gamma, pool_key, head_key):
     extra = {"class_token": False, "global_pool": ""} if family == "vit" else {"global_pool": ""}
-    ref_model = _timm(timm_name, seed=3, num_classes=0, **extra, **timm_kw)
+    ref_model = random_timm_model(timm_name, seed=3, num_classes=0, **extra, **timm_kw)
     dim = ref_model.num_features
     pool_params = random_simpool_params(dim, seed=4)
     head = torch.nn.Linear(dim, 10)
@@ -197,7 +189,7 @@ def test_parity_detects_tanh_gelu_and_wrong_norm_placement(monkeypatch):
 def test_dino_vit_simpool_with_head(size, use_bn, norm_last_layer):
     """DINO wiring (SIMPOOL.md §2.1): pos-embed resampled by scale factor even at 224, blocks,
     SimPool with gamma and beta, final LN after pooling, DINO head; DINO key names."""
-    ref_model = _timm("vit_tiny_patch16_224", seed=5, num_classes=0, class_token=False,
+    ref_model = random_timm_model("vit_tiny_patch16_224", seed=5, num_classes=0, class_token=False,
                       global_pool="", depth=2)
     pool_params = random_simpool_params(192, seed=6, use_beta=True)
     head = randomize_dino_head(TorchDINOHead(192, 32, use_bn), norm_last_layer, seed=7)
