@@ -18,14 +18,14 @@ MODEL = dict(backbone="vit_tiny", pooling="simpool", pooling_kwargs={"gamma": 1.
              recipe="supervised", head="linear", num_classes=5)
 
 
-def _setup(mesh, ema=0.0):
+def _setup(mesh, ema=0.0, compute_dtype="float32"):
     model = build_model(MODEL)
     config = dict(name="adamw", lr=1e-2, weight_decay=0.05, warmup_steps=1, clip_grad_norm=1.0)
     abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((2, 32, 32, 3)))["params"]
     tx, lr = make_optimizer(config, 10, abstract)
     state, shardings = create_state(model, tx, (32, 32, 3), mesh, jax.random.PRNGKey(0), ema=bool(ema))
-    step = jax.jit(make_train_step(model, tx, lr, 5, label_smoothing=0.1, ema_decay=ema),
-                   donate_argnums=0)
+    step = jax.jit(make_train_step(model, tx, lr, 5, label_smoothing=0.1, ema_decay=ema,
+                                   compute_dtype=compute_dtype), donate_argnums=0)
     return state, step
 
 
@@ -82,3 +82,15 @@ def test_soft_labels_from_mixup_are_the_targets():
     shifted = logits - logits.max(1, keepdims=True)
     log_p = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
     np.testing.assert_allclose(metrics["loss"], -(soft * log_p).sum(1).mean(), rtol=1e-5)
+
+
+def test_bf16_compute_keeps_fp32_params_and_close_loss():
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    batch = global_batch(mesh, _batches()[0])
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        state, step = _setup(mesh, compute_dtype=dtype)
+        state, metrics = step(state, batch, jax.random.PRNGKey(1))
+        losses[dtype] = float(metrics["loss"])
+        assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state["params"]))
+    assert abs(losses["bfloat16"] - losses["float32"]) < 0.05 * losses["float32"]
