@@ -4,7 +4,8 @@ Times, for the four ConvNeXt-S stage shapes (batch 8 at 224 px by default):
   xla_conv   - `lax.conv_general_dilated(..., feature_group_count=C)`, what `nn.Conv` emits
                (XLA:CPU hands it to YNNPACK by default: `__ynn_fusion` in the compiled HLO);
   xla_shift  - the same conv as 49 shifted multiply-adds on the padded NHWC input (one XLA loop
-               fusion; identical result up to float rounding, max |diff| printed);
+               fusion; identical result up to float rounding, max |diff| printed): what our
+               ConvNeXt runs on CPU (`simpool_jax.models.layers.DepthwiseConv`);
   torch      - `nn.Conv2d(C, C, 7, padding=3, groups=C)` in NCHW, and in channels_last.
 Both frameworks run in this process on the same cores, interleaved per iteration; medians in ms.
 
@@ -37,18 +38,10 @@ def xla_conv(x, w):
 
 
 def xla_shift(x, w):
-    """Depthwise kxk conv (stride 1, 'same' zero padding) as k*k shifted multiply-adds."""
-    import jax.numpy as jnp
+    """The library's CPU path (`simpool_jax.models.layers.depthwise_conv_shifted`)."""
+    from simpool_jax.models.layers import depthwise_conv_shifted
 
-    kh, kw = w.shape[:2]
-    h, wd = x.shape[1:3]
-    xp = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-    acc = None
-    for i in range(kh):
-        for j in range(kw):
-            term = xp[:, i:i + h, j:j + wd, :] * w[i, j, 0]
-            acc = term if acc is None else acc + term
-    return acc
+    return depthwise_conv_shifted(x, w)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,9 @@ import flax.linen as nn
 import jax
 
 from simpool_jax.models.base import BackboneOutput
-from simpool_jax.models.layers import DropPath, LayerNorm, Mlp, drop_path_rates, trunc_normal_02
+from simpool_jax.models.layers import (
+    DepthwiseConv, DropPath, LayerNorm, Mlp, drop_path_rates, trunc_normal_02,
+)
 
 CONVNEXT_SIZES = {
     "convnext_tiny": dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),
@@ -30,8 +32,7 @@ class ConvNeXtBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         c = x.shape[-1]
-        y = nn.Conv(c, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=c,
-                    kernel_init=trunc_normal_02, name="conv_dw")(x)
+        y = DepthwiseConv(7, name="conv_dw")(x)
         y = Mlp(4 * c, c, name="mlp")(LayerNorm(name="norm")(y))
         if self.layer_scale_init > 0:
             gamma = self.param("gamma", nn.initializers.constant(self.layer_scale_init), (c,))

@@ -59,3 +59,43 @@ class Mlp(nn.Module):
         x = nn.Dense(self.hidden_dim, kernel_init=trunc_normal_02, name="fc1")(x)
         x = gelu(x)
         return nn.Dense(self.out_dim, kernel_init=trunc_normal_02, name="fc2")(x)
+
+
+class DepthwiseConv(nn.Module):
+    """k x k depthwise conv, stride 1, zero 'same' padding, with nn.Conv's parameters
+    (`kernel` (k, k, 1, C), `bias` (C,)), so checkpoints and the importer see an nn.Conv.
+
+    On CPU it is computed as k*k shifted multiply-adds over the padded input: XLA:CPU sends a
+    grouped conv to a kernel that is ~5x slower than PyTorch's for ConvNeXt's 7x7 (bench/dwconv.py),
+    while the shifted form is one fused loop. On GPU/TPU the native grouped conv is used.
+    """
+
+    kernel_size: int = 7
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c, k = x.shape[-1], self.kernel_size
+        kernel = self.param("kernel", trunc_normal_02, (k, k, 1, c))
+        bias = self.param("bias", nn.initializers.zeros, (c,))
+        if jax.default_backend() == "cpu":
+            y = depthwise_conv_shifted(x, kernel)
+        else:
+            pad = ((k // 2, k // 2), (k // 2, k // 2))
+            y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), pad,
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                             feature_group_count=c)
+        return y + bias.astype(y.dtype)
+
+
+def depthwise_conv_shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """NHWC depthwise conv (stride 1, zero 'same' padding) as a sum of shifted, scaled copies."""
+    kh, kw = kernel.shape[:2]
+    h, w = x.shape[1:3]
+    padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    kernel = kernel.astype(x.dtype)
+    out = padded[:, :h, :w, :] * kernel[0, 0, 0]
+    for i in range(kh):
+        for j in range(kw):
+            if i or j:
+                out = out + padded[:, i:i + h, j:j + w, :] * kernel[i, j, 0]
+    return out

@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from simpool_jax.models.layers import DropPath, LayerNorm, drop_path_rates, gelu
+from simpool_jax.models.layers import (
+    DepthwiseConv, DropPath, LayerNorm, depthwise_conv_shifted, drop_path_rates, gelu,
+)
 
 
 def test_drop_path_drops_whole_samples_at_the_rate_and_rescales():
@@ -30,3 +32,24 @@ def test_gelu_is_exact_and_layernorm_matches_torch():
     ours = LayerNorm().apply({"params": {"scale": jnp.ones(16), "bias": jnp.zeros(16)}}, h)
     ref = torch.nn.functional.layer_norm(torch.from_numpy(h), (16,), eps=1e-6).numpy()
     np.testing.assert_allclose(ours, ref, atol=2e-5)
+
+
+def test_depthwise_conv_matches_torch_grouped_conv_and_keeps_nn_conv_params():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 9, 6, 5)).astype(np.float32)
+    kernel = rng.standard_normal((7, 7, 1, 5)).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    conv = torch.nn.Conv2d(5, 5, 7, padding=3, groups=5)
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()))
+        conv.bias.copy_(torch.from_numpy(bias))
+        ref = conv(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+    module = DepthwiseConv(7)
+    shapes = jax.tree.map(jnp.shape, module.init(jax.random.PRNGKey(0), x)["params"])
+    assert shapes == {"kernel": (7, 7, 1, 5), "bias": (5,)}  # what nn.Conv(groups=C) has
+    ours = module.apply({"params": {"kernel": kernel, "bias": bias}}, x)
+    np.testing.assert_allclose(ours, ref, atol=2e-5)
+    grouped = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((3, 3), (3, 3)),
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                           feature_group_count=5)
+    np.testing.assert_allclose(depthwise_conv_shifted(x, kernel), grouped, atol=2e-5)
