@@ -9,8 +9,10 @@ Cases:
               `decode|dino_multicrop(...)`; the reference is DINO's `DataAugmentationDINO` rebuilt from
               torchvision transforms (RandomResizedCrop bicubic, flip, RandomApply(ColorJitter(0.4, 0.4,
               0.2, 0.1), 0.8), RandomGrayscale(0.2), PIL GaussianBlur / solarize, ToTensor, Normalize).
-  supervised  RandomResizedCrop(224) + flip + normalise: ours `decode|rrc(224)|flip_lr|normalize`,
-              the reference torchvision's (bilinear, its default) on PIL images.
+  supervised  RandomResizedCrop(224) + flip + normalise, bilinear on both sides (torchvision's
+              default; the official timm recipe draws bilinear or bicubic at random): ours
+              `decode_rrc(224, method='bilinear')|flip_lr|normalize`, which decodes only the crop
+              window of each JPEG, the reference torchvision's on PIL images.
 Reference loader: `torch.utils.data.DataLoader(batch_size, num_workers=W, shuffle, drop_last,
 persistent_workers)` over PIL-loaded files (the official code's ImageFolder path); ours: the host
 tf.data pipeline of `simpool_jax.data.pipeline.train_dataset` (source -> shuffle -> decode -> pp ->
@@ -145,7 +147,7 @@ def reference(root: str, case: str, batch: int, workers: int):
 
 SPECS = {
     "dino": "decode|dino_multicrop(224, 96, 6, global_scale=(0.25, 1.0), local_scale=(0.05, 0.25))",
-    "supervised": "decode|rrc(224)|flip_lr|normalize('imagenet')",
+    "supervised": "decode_rrc(224, method='bilinear')|flip_lr|normalize('imagenet')",
 }
 
 

@@ -1,5 +1,7 @@
 """Crops, resizes, flips against torchvision / PIL (the references the PyTorch recipes use)."""
 
+import io
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -83,9 +85,30 @@ def test_flip_probability(p):
 
 
 @pytest.mark.parametrize("spec", ["rrc(24, scale=(0.2, 1))", "resize(17)", "resize_small(20)|central_crop(18)",
-                                  "flip_lr", "decode"])
+                                  "flip_lr", "decode", "decode_rrc(24)"])
 def test_geometry_ops_eager_equals_mapped(spec):
     data = {"image": tf.constant(photo(32, 40)), "_rng": tf.constant([3, 4], tf.int64)}
     eager, mapped = eager_and_mapped(get_pp(spec), data)
     for k in eager:
         np.testing.assert_array_equal(eager[k], mapped[k])
+
+
+def jpeg_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_decode_rrc_crops_like_decode_then_rrc():
+    """Same seed -> same box; only the crop window is decoded, so pixels differ at most on the
+    window's edge (libjpeg's chroma upsampling there sees no neighbours), never in the bulk."""
+    encoded = tf.constant(jpeg_bytes(photo(150, 200)))
+    png = tf.io.encode_png(photo(150, 200))
+    fused, plain = get_pp("decode_rrc(64, scale=(0.1, 0.6))"), get_pp("decode|rrc(64, scale=(0.1, 0.6))")
+    for i in range(8):
+        data = {"image": encoded, "_rng": tf.constant([i, 5], tf.int64)}
+        a, b = fused(dict(data))["image"].numpy(), plain(dict(data))["image"].numpy()
+        assert a.shape == (64, 64, 3)
+        assert np.abs(a - b).max() < 0.06 and np.abs(a - b).mean() < 2e-3
+        data["image"] = png  # not a JPEG: exactly decode|rrc
+        np.testing.assert_array_equal(fused(dict(data))["image"], plain(dict(data))["image"])

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from simpool_jax.data.ops.base import image_op, maybe, split_seed, to_float
+from simpool_jax.data.ops.general import decode
 
 _TRIES = 10  # torchvision RandomResizedCrop.get_params
 
@@ -57,6 +58,34 @@ def random_resized_crop(image: tf.Tensor, seed: tf.Tensor, size: int, scale: Seq
     shape = tf.shape(image)
     top, left, h, w = rrc_params(shape[0], shape[1], seed, scale, ratio)
     return resize_to(image[top:top + h, left:left + w], size, size, method)
+
+
+@image_op("decode_rrc", random=True)
+def decode_random_resized_crop(image: tf.Tensor, seed: tf.Tensor, size: int,
+                               scale: Sequence[float] = (0.08, 1.0),
+                               ratio: Sequence[float] = (3 / 4, 4 / 3), method: str = "bicubic",
+                               channels: int = 3) -> tf.Tensor:
+    """`decode|rrc(...)` in one op that decodes only the crop window of a JPEG.
+
+    The crop box is drawn from the JPEG header's size (same draws as `rrc` with the same seed),
+    so at ImageNet sizes most of the image is never decoded: the supervised loader's main cost.
+    Non-JPEG bytes and already-decoded images go through `decode` and `rrc` unchanged.
+    """
+    if image.dtype != tf.string:
+        return random_resized_crop(decode(image, channels), seed, size, scale, ratio, method)
+
+    def jpeg() -> tf.Tensor:
+        shape = tf.io.extract_jpeg_shape(image)
+        top, left, h, w = rrc_params(shape[0], shape[1], seed, scale, ratio)
+        crop = tf.io.decode_and_crop_jpeg(image, tf.stack([top, left, h, w]), channels=channels,
+                                          dct_method="INTEGER_ACCURATE")
+        return resize_to(crop, size, size, method)
+
+    def other() -> tf.Tensor:
+        return random_resized_crop(decode(image, channels), seed, size, scale, ratio, method)
+
+    out = tf.cond(tf.io.is_jpeg(image), jpeg, other)
+    return tf.ensure_shape(out, [size, size, channels])
 
 
 @image_op("resize")
