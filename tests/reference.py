@@ -113,20 +113,28 @@ def randomize_timm_model(model, seed: int, calibration_size: int = 64) -> None:
         model.eval()
 
 
-def dino_vit_reference(vit, pool_params: dict, images, gamma, use_beta):
+def dino_vit_forward(vit, pool_params: dict, images, gamma, use_beta):
     """The official DINO-SimPool ViT forward (SIMPOOL.md §2.1) on a timm ViT built without class
     token: patch embedding, position embedding resampled by F.interpolate with scale factor
-    (n + 0.1) / 14 (even at 224), blocks, SimPool, final LayerNorm. Returns (features, attention)."""
+    (n + 0.1) / side (even at the training size), blocks, SimPool, final LayerNorm.
+    Differentiable (bench/dino_step.py trains through it). Returns (features, attention)."""
+
+    x = vit.patch_embed.proj(images).flatten(2).transpose(1, 2)
+    side = int(vit.pos_embed.shape[1] ** 0.5)
+    grid = vit.pos_embed.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    ph, pw = vit.patch_embed.proj.stride
+    gh, gw = images.shape[2] // ph, images.shape[3] // pw
+    pos = F.interpolate(grid, scale_factor=((gh + 0.1) / side, (gw + 0.1) / side), mode="bicubic")
+    x = vit.blocks(x + pos.permute(0, 2, 3, 1).reshape(1, gh * gw, -1))
+    pooled, attention = torch_simpool(x, pool_params, gamma=gamma, use_beta=use_beta)
+    return vit.norm(pooled), attention
+
+
+def dino_vit_reference(vit, pool_params: dict, images, gamma, use_beta):
+    """`dino_vit_forward` without autograd."""
 
     with torch.no_grad():
-        x = vit.patch_embed.proj(images).flatten(2).transpose(1, 2)
-        side = int(vit.pos_embed.shape[1] ** 0.5)
-        grid = vit.pos_embed.reshape(1, side, side, -1).permute(0, 3, 1, 2)
-        gh, gw = images.shape[2] // 16, images.shape[3] // 16
-        pos = F.interpolate(grid, scale_factor=((gh + 0.1) / side, (gw + 0.1) / side), mode="bicubic")
-        x = vit.blocks(x + pos.permute(0, 2, 3, 1).reshape(1, gh * gw, -1))
-        pooled, attention = torch_simpool(x, pool_params, gamma=gamma, use_beta=use_beta)
-        return vit.norm(pooled), attention
+        return dino_vit_forward(vit, pool_params, images, gamma, use_beta)
 
 
 def randomize_dino_head(head, norm_last_layer: bool, seed: int):
