@@ -25,6 +25,8 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
+from common import limit_cores  # noqa: E402
+
 # (spatial size, channels) of the four ConvNeXt-S stages at 224 px, and blocks per stage.
 STAGES = ((56, 96, 3), (28, 192, 3), (14, 384, 27), (7, 768, 3))
 
@@ -51,9 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    cpus = sorted(os.sched_getaffinity(0))
-    if args.threads < len(cpus):
-        os.sched_setaffinity(0, cpus[:args.threads])
+    limit_cores(args.threads)
     import jax
     import jax.numpy as jnp
     import numpy as np
