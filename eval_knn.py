@@ -20,33 +20,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-FASHION_MNIST_PP = "decode(3)|resize(28)|normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))"
-IMAGENET_PP = "decode(3)|resize_small(256)|central_crop(224)|normalize('imagenet')"
-
-
-def run_knn_settings(dataset: str, record: dict) -> dict:
-    """The k-NN settings (pp, batch_size) of the train workdir's own evaluation on `dataset`.
-
-    Same batches matter: SimPool's gamma-path minimum is taken over each batch, so features (and
-    the k-NN result) depend slightly on the batch size, as in the official code.
-    """
-    knn = record.get("source", {}).get("train_config", {}).get("knn")
-    if knn and knn["test"]["name"] == dataset:
-        return {"pp": knn["test"]["pp"], "batch_size": knn["test"]["batch_size"]}
-    return {"pp": FASHION_MNIST_PP if dataset == "fashion_mnist" else IMAGENET_PP, "batch_size": 256}
-
-
-def eval_split(dataset: str) -> str:
-    """'test' or 'validation' for TFDS names; val/ or test/ for folders."""
-    if dataset.startswith("folder:"):
-        from simpool_jax.data.sources import folder_splits
-
-        splits = folder_splits(dataset[len("folder:"):])
-        for name in ("val", "validation", "test"):
-            if name in splits:
-                return name
-        raise ValueError(f"{dataset} has no val/ or test/ folder (found {sorted(splits)})")
-    return "validation" if dataset == "imagenet2012" else "test"
+from simpool_jax.evaluate.datasets import eval_split, run_knn_settings  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

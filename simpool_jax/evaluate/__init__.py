@@ -1,1 +1,1 @@
-"""Evaluation on any checkpoint: attention maps (k-NN and linear probe follow)."""
+"""Evaluation on any checkpoint: weighted k-NN, the linear probe, attention maps."""
