@@ -14,6 +14,51 @@ def attention_grid(attention: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return (a - a.min()) / span if span > 0 else np.zeros_like(a)
 
 
+def upsample_nearest(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(..., h, w) token maps -> (..., H, W): pixel (i, j) takes token (i * h // H, j * w // W).
+
+    The nearest rule of torch's F.interpolate(mode='nearest') and DINO's attention figures: each
+    token becomes an exact (H/h) x (W/w) block when H, W are multiples of the grid; otherwise the
+    blocks differ by one pixel and every pixel still takes the token whose cell its top-left corner
+    falls in.
+    """
+    maps = np.asarray(maps)
+    h, w = maps.shape[-2:]
+    rows = np.arange(size[0]) * h // size[0]
+    cols = np.arange(size[1]) * w // size[1]
+    return maps[..., rows[:, None], cols[None, :]]
+
+
+def attention_overlay(image: np.ndarray, attention: np.ndarray, grid: tuple[int, int],
+                      alpha: float = 0.6) -> np.ndarray:
+    """(H, W, 3) uint8: `image` blended with the viridis-coloured attention, nearest-upsampled
+    to the image's own pixels (no figure margins: the result has the image's size).
+
+    image: (H, W, 3) or (H, W) uint8, the pixels the model saw; attention (N,) over `grid`.
+    """
+    from matplotlib import colormaps
+
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+    heat = upsample_nearest(attention_grid(attention, grid), image.shape[:2])
+    colour = colormaps["viridis"](heat)[..., :3] * 255.0
+    return np.round((1 - alpha) * image + alpha * colour).astype(np.uint8)
+
+
+def save_overlay_png(image: np.ndarray, attention: np.ndarray, grid: tuple[int, int],
+                     path: str | Path, alpha: float = 0.6) -> Path:
+    """Write `attention_overlay(...)` as a PNG of exactly the image's pixel size."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(attention_overlay(image, attention, grid, alpha)).save(path)
+    return path
+
+
 def _pyplot():
     """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
