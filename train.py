@@ -5,13 +5,15 @@
 
 `config.trainer` picks the trainer. Every config field can be overridden on the command line;
 unknown fields are errors. Re-running the same command resumes from the workdir's latest
-checkpoint. Multi-host: set SIMPOOL_DISTRIBUTED=1 (jax.distributed.initialize()).
+checkpoint. Several processes (hosts): start train.py in each with SIMPOOL_DISTRIBUTED=1 and the
+same --workdir (a shared filesystem); see simpool_jax.parallel.maybe_initialize_distributed.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -27,13 +29,13 @@ TRAINERS = ("supervised", "dino")
 
 
 def prepare_workdir(workdir: str) -> Path:
-    """Create the workdir or fail clearly if it cannot be written."""
+    """Create the workdir or fail clearly if it cannot be written (a uniquely named probe file, as
+    every process of a multi-process run probes the same directory)."""
     path = Path(workdir).absolute()
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_test"
-        probe.write_text("")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test"):
+            pass
     except OSError as err:
         raise SystemExit(f"error: cannot write to workdir {path}: {err.strerror}") from None
     return path
@@ -45,7 +47,10 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
     from simpool_jax.parallel import make_mesh, maybe_initialize_distributed
 
-    maybe_initialize_distributed()
+    try:
+        maybe_initialize_distributed()
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     import jax
 
     from simpool_jax.train import loop
@@ -54,6 +59,9 @@ def main(argv: list[str]) -> None:
     if config.get("trainer") not in TRAINERS:
         raise SystemExit(f"error: config.trainer must be one of {TRAINERS}, got {config.get('trainer')!r}")
     workdir = prepare_workdir(_WORKDIR.value)
+    if jax.process_count() > 1:
+        print(f"process {jax.process_index()} of {jax.process_count()}: "
+              f"{jax.local_device_count()} of {jax.device_count()} devices", flush=True)
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
     mesh = make_mesh(tuple(tuple(axis) for axis in config.get("mesh", [("data", -1)])))

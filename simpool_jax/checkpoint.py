@@ -48,16 +48,31 @@ def save_model_dir(
     return directory
 
 
-def load_model_dir(directory: str | Path) -> tuple[Model, dict, dict]:
-    """(model, variables, config record) from a directory written by `save_model_dir`."""
+def restore_local(directory: str | Path) -> Any:
+    """An orbax StandardSave tree restored onto this process's first device, whoever saved it.
+
+    A checkpoint records its arrays' shardings, and orbax refuses to restore them as saved on other
+    devices (e.g. a two-process run's, read by one process, or any run's, read inside a
+    multi-process run for `init_from`); readers of whole models want them on one local device.
+    """
+    import jax
     import orbax.checkpoint as ocp
 
+    directory = Path(directory)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          ocp.StandardCheckpointHandler().metadata(directory).tree)
+    return ocp.StandardCheckpointer().restore(directory, target)
+
+
+def load_model_dir(directory: str | Path) -> tuple[Model, dict, dict]:
+    """(model, variables, config record) from a directory written by `save_model_dir`."""
     directory = Path(directory).absolute()
     if not (directory / MODEL_JSON).is_file():
         raise FileNotFoundError(f"{directory} is not a model directory: no {MODEL_JSON} "
                                 "(convert a .pth with `python -m simpool_jax.convert`)")
     record = json.loads((directory / MODEL_JSON).read_text())
-    variables = ocp.StandardCheckpointer().restore(directory / VARIABLES_DIR)
+    variables = restore_local(directory / VARIABLES_DIR)
     return build_model(record["model"]), variables, record
 
 
@@ -67,15 +82,13 @@ def load_train_workdir(workdir: str | Path) -> tuple[Model, dict, dict]:
     DINO runs give the teacher (what DINO evaluates), without drop path; supervised runs the EMA
     weights when the run kept them, else the raw ones.
     """
-    import orbax.checkpoint as ocp
-
     workdir = Path(workdir).absolute()
     config = json.loads((workdir / "config.json").read_text())
     steps = sorted(int(p.name) for p in (workdir / "checkpoints").glob("[0-9]*")
                    if (p / "commit_success.txt").exists())
     if not steps:
         raise FileNotFoundError(f"{workdir} has no complete checkpoint yet")
-    state = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(steps[-1]) / "default")
+    state = restore_local(workdir / "checkpoints" / str(steps[-1]) / "default")
     model_config = config["model"]
     if config.get("trainer") == "dino":
         model_config = dict(model_config, backbone_kwargs={

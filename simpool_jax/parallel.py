@@ -9,7 +9,7 @@ created and updated under `jax.jit` with these shardings, so XLA inserts the col
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -20,16 +20,44 @@ from jax.sharding import PartitionSpec as P
 BATCH_AXES = ("data", "fsdp")
 
 
-def maybe_initialize_distributed(enabled: bool | None = None) -> None:
-    """`jax.distributed.initialize()` for multi-host runs (before any other JAX call).
+DISTRIBUTED_ENV = {"coordinator_address": "SIMPOOL_COORDINATOR_ADDRESS",
+                   "num_processes": "SIMPOOL_NUM_PROCESSES", "process_id": "SIMPOOL_PROCESS_ID"}
 
-    Enabled by the argument or the SIMPOOL_DISTRIBUTED=1 environment variable; coordinator
-    address, process count and id then come from JAX's usual environment / cluster detection.
+
+def distributed_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """`jax.distributed.initialize` arguments given by the SIMPOOL_* variables of DISTRIBUTED_ENV.
+
+    Unset ones are left out, so JAX detects them (Slurm, Open MPI, Cloud TPU, Kubernetes, or
+    JAX_COORDINATOR_ADDRESS); set them all to run anywhere else, e.g. processes on one machine.
+    """
+    environ = os.environ if environ is None else environ
+    settings: dict[str, Any] = {}
+    for arg, name in DISTRIBUTED_ENV.items():
+        value = environ.get(name, "").strip()
+        if not value:
+            continue
+        if arg == "coordinator_address":
+            if not value.rpartition(":")[2].isdigit():
+                raise ValueError(f"{name} must be host:port, got {value!r}")
+            settings[arg] = value
+        elif value.isdigit():
+            settings[arg] = int(value)
+        else:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return settings
+
+
+def maybe_initialize_distributed(enabled: bool | None = None) -> None:
+    """`jax.distributed.initialize()` for multi-process runs (before any other JAX call).
+
+    Enabled by the argument or the SIMPOOL_DISTRIBUTED=1 environment variable, with the
+    arguments of `distributed_settings`. On CPU the processes talk through JAX's default
+    cross-process collectives (gloo; JAX_CPU_COLLECTIVES_IMPLEMENTATION picks another).
     """
     if enabled is None:
         enabled = os.environ.get("SIMPOOL_DISTRIBUTED", "0") == "1"
     if enabled:
-        jax.distributed.initialize()
+        jax.distributed.initialize(**distributed_settings())
 
 
 def make_mesh(axes: Sequence[tuple[str, int]] = (("data", -1), ("fsdp", 1))) -> Mesh:

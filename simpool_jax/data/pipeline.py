@@ -7,6 +7,13 @@ Eval: the same without shuffle/repeat, each example tagged `mask=True`, then an 
 zero examples with `mask=False` cut at the step count of the largest shard, so every host runs the
 same number of steps and each example is counted exactly once (big_vision's padding trick).
 
+Several processes: each reads only its own contiguous shard of the split (see sources.py) and
+shuffles and augments it with its own stream (`_rng` from the seed and the process index), so the
+global batch of a step is the concatenation of the processes' batches, and depends on the process
+count (as in big_vision; a count-independent order would make every host read the whole split). A
+resume is bit-exact with the same process count. tests/train/test_distributed.py checks that two
+processes train exactly as one process fed those concatenated batches.
+
 Image-folder sources may hold corrupt or unreadable files: their read + decode stage ignores errors
 (each logged by tf.data), and the iterator counts the skipped examples from the gaps in the stream
 positions `_idx`, with one warning per epoch (train) or at the end (eval) giving the count.

@@ -1,4 +1,8 @@
-"""Features of a whole evaluation split, from global batches with padding masks."""
+"""Features of a whole evaluation split, from global batches with padding masks.
+
+With several processes every process gets the features of all of them (each holds only its own
+shards of a global batch).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from collections.abc import Callable, Iterable
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 
 def extract_features(forward: Callable[[jax.Array], jax.Array], batches: Iterable[dict]
@@ -16,8 +21,9 @@ def extract_features(forward: Callable[[jax.Array], jax.Array], batches: Iterabl
     """
     features, labels = [], []
     for batch in batches:
-        out = jax.device_get(forward(batch["image"]))
-        mask = np.asarray(jax.device_get(batch["mask"]), bool)
+        out, mask, label = multihost_utils.process_allgather(
+            (forward(batch["image"]), batch["mask"], batch["label"]), tiled=True)
+        mask = np.asarray(mask, bool)
         features.append(np.asarray(out)[mask])
-        labels.append(np.asarray(jax.device_get(batch["label"]))[mask])
+        labels.append(np.asarray(label)[mask])
     return np.concatenate(features), np.concatenate(labels)

@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import traverse_util
 from jax.sharding import Mesh
@@ -70,7 +71,9 @@ def load_pretrained(state: dict, variables: dict, skip: str | None = None) -> tu
             elif tuple(source[path].shape) != tuple(leaf.shape):
                 problems.append(f"{collection}/{path}: {source[path].shape} vs {leaf.shape}")
             else:
-                fresh[path] = jax.device_put(jnp.asarray(source[path], leaf.dtype), leaf.sharding)
+                # From host memory: every process gives the whole value and keeps its shards
+                # (a device array would need a cross-process transfer).
+                fresh[path] = jax.device_put(np.asarray(source[path], leaf.dtype), leaf.sharding)
         extra = sorted(p for p in set(source) - set(fresh) if not (skip and re.search(skip, p)))
         problems += [f"{collection}/{p} not in the model" for p in extra]
         state[collection] = traverse_util.unflatten_dict(fresh, sep="/")

@@ -63,11 +63,11 @@ def logged(workdir: Path, key: str = "loss") -> dict[int, float]:
 
 
 def saved_params(workdir: Path, step: int) -> dict:
-    """The params of checkpoint `step`, as numpy, without building the model."""
-    import orbax.checkpoint as ocp
+    """The params of checkpoint `step` (on one local device, whoever saved them), without building
+    the model."""
+    from simpool_jax.checkpoint import restore_local
 
-    state = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "default")
-    return state["params"]
+    return restore_local(workdir / "checkpoints" / str(step) / "default")["params"]
 
 
 def complete_steps(workdir: Path) -> list[int]:
