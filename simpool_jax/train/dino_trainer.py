@@ -6,11 +6,14 @@ batch size), total_epochs / total_steps, optim (name adamw | lars, lr per 256 im
 batch / 256 as the official code —, min_lr, warmup_epochs, weight_decay, weight_decay_end,
 b1, b2, momentum), dino (temperatures, centre momentum, clip_grad, freeze_last_layer_epochs,
 momentum_teacher), knn (train / test input configs, ks, temperature; optional), seed.
+Every log step after the lr warmup is checked for uniform / one-dimension collapse
+(`simpool_jax.train.collapse`), with a warning in the console and the metrics log.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +24,11 @@ import numpy as np
 from simpool_jax.data import get_dataset, make_eval_iterator, make_train_iterator
 from simpool_jax.evaluate.attention import save_attention_grid
 from simpool_jax.evaluate.extract import extract_features
+from simpool_jax.evaluate.foreground import attention_maps, fashion_mnist_iou
 from simpool_jax.evaluate.knn import knn_accuracy
 from simpool_jax.heads import DINOHead
 from simpool_jax.model import build_model
+from simpool_jax.train.collapse import CollapseMonitor
 from simpool_jax.train.dino import DinoOptimizer, make_dino_step
 from simpool_jax.train.loop import Job
 from simpool_jax.train.optim import warmup_cosine
@@ -32,27 +37,42 @@ from simpool_jax.train.supervised_trainer import schedule_steps
 
 
 def teacher_config(config: Any) -> dict:
-    """The model config of the teacher: the student's, without drop path unless asked for."""
+    """The model config of the teacher: the student's, without drop path unless asked for
+    (backbones without stochastic depth, such as ResNet, take the student's config as is)."""
     model = json.loads(config.model.to_json())
-    if not config.get("teacher_drop_path", False):
-        model.setdefault("backbone_kwargs", {})["drop_path_rate"] = 0.0
+    backbone_kwargs = model.get("backbone_kwargs") or {}
+    if not config.get("teacher_drop_path", False) and "drop_path_rate" in backbone_kwargs:
+        backbone_kwargs["drop_path_rate"] = 0.0
     return model
 
 
+def dino_schedules(config: Any, optim: dict, total_steps: int) -> dict[str, Callable]:
+    """Per-step lr, weight decay and teacher momentum; `optim` as from `schedule_steps`.
+
+    lr: warmup from 0 to optim.lr * batch / 256 (the official linear scaling rule), cosine to
+    min_lr; weight decay: cosine weight_decay -> weight_decay_end; momentum: cosine to 1.
+    """
+    lr = optim["lr"] * config.input.batch_size / 256.0
+    return {
+        "lr": warmup_cosine(lr, total_steps, optim.get("warmup_steps", 0), optim.get("min_lr", 0.0)),
+        "wd": warmup_cosine(optim["weight_decay"], total_steps, 0, optim["weight_decay_end"]),
+        "momentum": warmup_cosine(config.dino.momentum_teacher, total_steps, 0, 1.0),
+    }
+
+
 def save_attention_figure(model: Any, variables: dict, batch: dict, path: Path, n: int = 8) -> None:
-    """The teacher's pooling attention over the first `n` images of an eval batch."""
-    images = batch["image"][:n]
-    out = model.apply(variables, images, with_head=False)
-    if "attention" not in out:
-        return
-    side = int(round(out["tokens"].shape[1] ** 0.5))
-    save_attention_grid(np.asarray(images), np.asarray(out["attention"]), (side, side), path,
-                        title=f"{model.pooling} attention of the DINO teacher")
+    """The teacher's attention over the first `n` images of an eval batch: the pooler's, else the
+    CLS attention, else the token-norm stand-in (`attention_maps` 'auto')."""
+    images = np.asarray(batch["image"][:n])
+    maps, grid, source = attention_maps(model, variables, images)
+    save_attention_grid(images, maps, grid, path,
+                        title=f"{source} attention of the DINO teacher ({model.pooling} pooling)")
 
 
 def knn_evaluation(config: Any, mesh: Any, model: Any, workdir: Path) -> Any:
     """state -> {'knn_top1_k{k}': ...} on the teacher's features (None without config.knn);
-    also writes knn.json and, for poolers with attention, attention.png to the workdir."""
+    also writes knn.json and attention.png to the workdir. On Fashion-MNIST, the teacher's mean
+    foreground IoU over the same test split joins them (`attention_iou`, `attention_source`)."""
     if not config.get("knn"):
         return None
     knn = config.knn
@@ -64,11 +84,19 @@ def knn_evaluation(config: Any, mesh: Any, model: Any, workdir: Path) -> Any:
         test = extract_features(forward, make_eval_iterator(knn.test, mesh))
         result = knn_accuracy(*train, *test, ks=tuple(knn.ks), temperature=knn.temperature)
         metrics = {f"knn_{m}_k{k}": v[m] for k, v in result.items() for m in ("top1", "top5")}
+        iou = {}
+        if knn.test.name == "fashion_mnist":
+            found = fashion_mnist_iou(model, variables, split=knn.test.split, mesh=mesh,
+                                      limit=knn.test.get("limit"), batch_size=knn.test.batch_size,
+                                      pp=knn.test.pp, data_dir=knn.test.get("data_dir"))
+            iou = {"attention_iou": found["mean_iou"], "attention_source": found["source"],
+                   "attention_mass": found["mass"]}
+            metrics["attention_iou"] = found["mean_iou"]
         if jax.process_index() == 0:
             (workdir / "knn.json").write_text(json.dumps(
                 {"step": int(jax.device_get(state["step"])), "train_examples": len(train[0]),
                  "test_examples": len(test[0]), "temperature": knn.temperature,
-                 "knn": {str(k): v for k, v in result.items()}}, indent=2) + "\n")
+                 "knn": {str(k): v for k, v in result.items()}, **iou}, indent=2) + "\n")
             first = next(iter(make_eval_iterator(knn.test, mesh)))
             save_attention_figure(model, variables, jax.device_get(first), workdir / "attention.png")
         return metrics
@@ -85,12 +113,7 @@ def build_job(config: Any, mesh: Any, workdir: Path) -> Job:
     source = get_dataset(config.input.name, config.input.split, config.input.get("data_dir"),
                          limit=config.input.get("limit"))
     steps_per_epoch, total_steps, optim = schedule_steps(config, source.num_examples)
-    lr = optim["lr"] * config.input.batch_size / 256.0  # the official linear scaling rule
-    schedules = {
-        "lr": warmup_cosine(lr, total_steps, optim.get("warmup_steps", 0), optim.get("min_lr", 0.0)),
-        "wd": warmup_cosine(optim["weight_decay"], total_steps, 0, optim["weight_decay_end"]),
-        "momentum": warmup_cosine(config.dino.momentum_teacher, total_steps, 0, 1.0),
-    }
+    schedules = dino_schedules(config, optim, total_steps)
     optimizer = DinoOptimizer(optim["name"], optim.get("b1", 0.9), optim.get("b2", 0.999),
                               momentum=optim.get("momentum", 0.9))
     size = config.image_size
@@ -113,5 +136,6 @@ def build_job(config: Any, mesh: Any, workdir: Path) -> Job:
     return Job(state=state, shardings=shardings, step_fn=jax.jit(step, donate_argnums=0),
                train_batches=train_batches, total_steps=total_steps,
                steps_per_epoch=steps_per_epoch, global_batch_size=config.input.batch_size,
-               evaluate=knn_evaluation(config, mesh, teacher, Path(workdir)))
+               evaluate=knn_evaluation(config, mesh, teacher, Path(workdir)),
+               monitor=CollapseMonitor(out_dim, start_step=optim.get("warmup_steps", 0)).update)
 

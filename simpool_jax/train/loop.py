@@ -1,5 +1,5 @@
 """The training loop shared by the trainers: start-up order, steps, logging, checkpoints,
-evaluation, preemption and non-finite guards.
+evaluation, preemption and non-finite guards, and the job's warnings on the logged metrics.
 
 Start-up: resume from the workdir's latest checkpoint if there is one, else `config.init_from`
 (a model directory or an official .pth, through the importer), else from scratch. SIGTERM /
@@ -40,6 +40,8 @@ class Job:
     steps_per_epoch: int
     global_batch_size: int
     evaluate: Callable[[dict], dict] | None = None  # state -> scalar metrics
+    # (step, logged training metrics) -> {kind: message} of warnings due now (e.g. DINO collapse)
+    monitor: Callable[[int, dict], dict[str, str]] | None = None
 
 
 class _Preemption:
@@ -100,6 +102,11 @@ def run(job: Job, config: Any, workdir: str | Path) -> dict:
     stop_at = step + config.stop_after_steps if config.get("stop_after_steps") else job.total_steps
     stop_at = min(stop_at, job.total_steps)
 
+    def log_train(step_done: int, values: dict) -> None:
+        for kind, message in (job.monitor(step_done, values) if job.monitor else {}).items():
+            log.warn(step_done, kind, message)
+        log.write(step_done, values, epoch=step_done / job.steps_per_epoch)
+
     def check(step_done: int, metrics: dict) -> dict:
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
         if not (math.isfinite(values["loss"]) and math.isfinite(values.get("grad_norm", 0.0))):
@@ -121,7 +128,7 @@ def run(job: Job, config: Any, workdir: str | Path) -> dict:
                         rate, eta = log.throughput(pending[0])
                         if rate > 0:
                             values.update({"img_per_s": rate, "eta_min": eta / 60})
-                        log.write(pending[0], values, epoch=pending[0] / job.steps_per_epoch)
+                        log_train(pending[0], values)
                 pending = (step, metrics)
                 log.progress(step)
                 if step == first_step:
@@ -134,8 +141,7 @@ def run(job: Job, config: Any, workdir: str | Path) -> dict:
                     log.write(step, job.evaluate(state))
                     log.reset_clock(step)
             if pending is not None:
-                values = check(*pending)
-                log.write(pending[0], values, epoch=pending[0] / job.steps_per_epoch)
+                log_train(pending[0], check(*pending))
             if checkpoints.latest_step() != step:
                 checkpoints.save(step, state)
             checkpoints.wait()

@@ -1,5 +1,6 @@
 """Where training numbers go: one console line per log step (with a progress bar on a TTY),
-TensorBoard events (tf.summary) and `metrics.jsonl` in the workdir, from process 0 only."""
+TensorBoard events (tf.summary) and `metrics.jsonl` in the workdir, from process 0 only; warnings
+(e.g. DINO collapse) go to all three as well."""
 
 from __future__ import annotations
 
@@ -66,6 +67,21 @@ class MetricsLog:
                 parts.append(f"epoch {epoch:.2f}")
             parts += [f"{k} {v:.4g}" for k, v in scalars.items()]
             print(" | ".join(parts), flush=True)
+
+    def warn(self, step: int, kind: str, message: str) -> None:
+        """Record a warning: a console line, a {"step", "warning", "message"} JSON line and a
+        TensorBoard text summary."""
+        if not self.main:
+            return
+        self._jsonl.write(json.dumps({"step": step, "warning": kind, "message": message}) + "\n")
+        self._jsonl.flush()
+        if self._tb is not None:
+            import tensorflow as tf
+
+            with self._tb.as_default(step=step):
+                tf.summary.text(f"warning/{kind}", message)
+            self._tb.flush()
+        print(f"WARNING {message}", flush=True)
 
     def progress(self, step: int) -> None:
         """Advance the TTY progress bar."""
