@@ -24,7 +24,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -200,6 +200,15 @@ def _sharding(mesh: jax.sharding.Mesh, axis: str, batch_size: int) -> jax.shardi
     if batch_size % mesh.shape[axis]:
         raise ValueError(f"batch_size {batch_size} is not divisible by the {mesh.shape[axis]} devices of axis {axis!r}")
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+
+
+def check_eval_batches(configs: Iterable[Mapping[str, Any]], mesh: jax.sharding.Mesh) -> None:
+    """Raise now, at start-up, if an eval batch cannot be split over the processes and the mesh's
+    data axis: a trainer evaluates at the end, and an error there would come after all the work."""
+    for config in configs:
+        c = _settings(config, EVAL_DEFAULTS)
+        _sharding(mesh, c["data_axis"], c["batch_size"])
+        _local_batch(c["batch_size"], jax.process_count())
 
 
 def _source(c: dict, process_index: int | None, process_count: int | None) -> tuple[Source, int]:

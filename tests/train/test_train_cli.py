@@ -110,6 +110,14 @@ def test_bad_config_is_a_clear_error_and_writes_no_checkpoint(tmp_path, override
     assert not (tmp_path / "run" / "checkpoints").exists() or not complete_steps(tmp_path / "run")
 
 
+def test_eval_batch_that_does_not_split_over_the_devices_fails_at_start_up(tmp_path):
+    """Found before training, not after it at the final evaluation."""
+    result = run_train(tmp_path / "run", "--config.total_steps=2", "--config.eval_input.batch_size=500",
+                       devices=8, check=False)
+    assert result.returncode != 0 and "not divisible by the 8 devices" in result.stderr
+    assert "step 1/" not in result.stdout
+
+
 def test_unwritable_workdir_is_a_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
