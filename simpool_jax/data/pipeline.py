@@ -31,7 +31,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from simpool_jax.data.registry import chain, get_op, get_pp, split_spec
+from simpool_jax.data.registry import Example, chain, get_op, get_pp, split_spec
 from simpool_jax.data.sources import Source, get_dataset
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,22 @@ def eval_steps(source: Source, local_batch: int) -> int:
     return math.ceil(max(source.process_sizes) / local_batch)
 
 
+def _fill_by_repeating(batch: Example, local_batch: int) -> Example:
+    """A short last batch filled up to `local_batch` with copies of its own examples (`mask`
+    False on the copies). Copies leave every batch-wide statistic that is a min or max as the
+    real examples' alone: SimPool's gamma-path minimum over the batch then equals the official
+    code's, which runs a smaller last batch; zeros would enter that minimum."""
+    n = tf.shape(batch["mask"])[0]
+    index = tf.range(local_batch) % n
+    out = {k: tf.gather(v, index) for k, v in batch.items()}
+    out["mask"] = tf.range(local_batch) < n
+    return {k: tf.ensure_shape(v, [local_batch, *batch[k].shape[1:]]) for k, v in out.items()}
+
+
 def eval_dataset(source: Source, pp, local_batch: int, *, seed: int = 0, cache_raw: bool = False) -> tf.data.Dataset:
-    """`eval_steps` host batches covering this shard once, padded with `mask=False` zeros."""
+    """`eval_steps` host batches covering this shard once (`mask` marks real examples). A short
+    last batch is filled with copies of its own examples; batches past the end of this shard
+    (other hosts have more) are zeros."""
     ds = source.get_tfdata(shuffle_seed=None)
     if cache_raw:
         ds = ds.cache()
@@ -121,9 +135,10 @@ def eval_dataset(source: Source, pp, local_batch: int, *, seed: int = 0, cache_r
     spec = ds.element_spec
     if not all(s.shape.is_fully_defined() for s in spec.values()):
         raise ValueError(f"eval pp must give fixed-size features (e.g. end with central_crop); got {spec}")
-    pad = tf.data.Dataset.from_tensors({k: tf.zeros(s.shape, s.dtype) for k, s in spec.items()}).repeat()
-    n = eval_steps(source, local_batch) * local_batch
-    return ds.concatenate(pad).take(n).batch(local_batch).prefetch(AUTOTUNE)
+    batches = ds.batch(local_batch).map(lambda b: _fill_by_repeating(b, local_batch))
+    pad = tf.data.Dataset.from_tensors(
+        {k: tf.zeros([local_batch, *s.shape], s.dtype) for k, s in spec.items()}).repeat()
+    return batches.concatenate(pad).take(eval_steps(source, local_batch)).prefetch(AUTOTUNE)
 
 
 def _device_dtype(x: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from markers import needs_fashion_mnist
 
 # Grappler re-optimises every tf.data function when an iterator starts (~4 s for a multi-crop graph
 # on this CPU); results are identical without it, and the tests start many small pipelines.
@@ -17,8 +18,7 @@ tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
 LIMIT = 300  # examples kept per split in the test build
 
-needs_fmnist = pytest.mark.skipif(not os.path.isfile(os.path.join(FMNIST_DIR, "t10k-images-idx3-ubyte.gz")),
-                                  reason="Debian dataset-fashion-mnist is not installed")
+needs_fmnist = needs_fashion_mnist
 
 
 def idx_array(name: str) -> np.ndarray:

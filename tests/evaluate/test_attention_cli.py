@@ -3,7 +3,6 @@ the requested pixel size, normalisation and size read from the checkpoint's reco
 and the Fashion-MNIST foreground-IoU mode."""
 
 import json
-import os
 
 import jax
 import numpy as np
@@ -14,6 +13,7 @@ from repo_configs import get_config
 from simpool_jax import attention
 from simpool_jax.checkpoint import save_model_dir
 from simpool_jax.model import build_model
+from markers import needs_fashion_mnist
 
 FMNIST_NORMALIZE = "normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))"
 
@@ -90,8 +90,7 @@ def test_errors_are_clean_and_write_nothing(dirs, tmp_path, capsys, case, messag
     assert not out.exists()
 
 
-@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
-                    reason="Debian dataset-fashion-mnist is not installed")
+@needs_fashion_mnist
 def test_fashion_mnist_mode_writes_the_iou_and_a_figure(dirs, tmp_path, capsys):
     assert attention.main(["--checkpoint", str(dirs["cls"]), "--dataset", "fashion_mnist",
                            "--limit", "128", "--batch-size", "64", "--out", str(tmp_path)]) == 0

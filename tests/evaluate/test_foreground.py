@@ -3,7 +3,6 @@ the three map sources against numpy recomputations from the parameters, Fashion-
 
 import json
 import math
-import os
 
 import jax
 import numpy as np
@@ -18,10 +17,8 @@ from simpool_jax.evaluate.foreground import (
     mass_threshold,
 )
 from simpool_jax.model import build_model
+from markers import FASHION_MNIST_DIR, needs_fashion_mnist
 
-FMNIST = "/usr/share/datasets/fashion-mnist"
-needs_fmnist = pytest.mark.skipif(not os.path.isdir(FMNIST),
-                                  reason="Debian dataset-fashion-mnist is not installed")
 
 
 def test_mass_threshold_hand_cases():
@@ -190,7 +187,7 @@ def reference_iou(attention: np.ndarray, mask: np.ndarray, grid: tuple, mass: fl
     return (pixels & mask).sum() / (pixels | mask).sum()
 
 
-@needs_fmnist
+@needs_fashion_mnist
 def test_fashion_mnist_iou_counts_each_test_image_once():
     """128 test images in batches of 48 (the last one padded) against the IDX files read here."""
     import gzip
@@ -201,7 +198,7 @@ def test_fashion_mnist_iou_counts_each_test_image_once():
                                                   posemb_grid=(7, 7))))
     variables = perturbed(model.init(jax.random.PRNGKey(0), np.zeros((1, 28, 28, 3), np.float32)))
     result = fashion_mnist_iou(model, variables, limit=128, batch_size=48, mass=0.6)
-    with gzip.open(os.path.join(FMNIST, "t10k-images-idx3-ubyte.gz")) as f:
+    with gzip.open(FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz") as f:
         raw = np.frombuffer(f.read()[16:], np.uint8).reshape(-1, 28, 28)[:128]
     images = np.repeat(((raw / 255.0 - 0.5) / 0.5)[..., None], 3, -1).astype(np.float32)
     maps, grid, _ = attention_maps(model, variables, images)
@@ -211,7 +208,7 @@ def test_fashion_mnist_iou_counts_each_test_image_once():
     assert 0.05 < result["mean_iou"] < 0.95
 
 
-@needs_fmnist
+@needs_fashion_mnist
 def test_dino_knn_evaluation_adds_the_iou_to_knn_json(tmp_path):
     from simpool_jax.parallel import make_mesh
     from simpool_jax.train.dino_trainer import knn_evaluation, teacher_config

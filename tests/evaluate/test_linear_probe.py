@@ -4,7 +4,6 @@ n_last_blocks representation, and the CLI end to end on a tiny model and Fashion
 
 import json
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -25,8 +24,8 @@ from simpool_jax.evaluate.linear import (
 from simpool_jax.evaluate.representation import representation
 from simpool_jax.model import build_model
 from simpool_jax.parallel import global_batch, make_mesh
+from markers import needs_fashion_mnist
 
-FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 
 @pytest.fixture(scope="module")
@@ -247,10 +246,6 @@ def test_n_last_blocks_concatenates_final_norm_cls_of_the_last_blocks():
         representation(build_model(_tiny("simpool", gamma=1.25)), 2)
 
 
-needs_fmnist = pytest.mark.skipif(not os.path.isdir(FASHION_MNIST),
-                                  reason="Debian dataset-fashion-mnist is not installed")
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     config = _tiny("simpool", gamma=1.25, use_beta=True)
@@ -258,7 +253,7 @@ def model_dir(tmp_path_factory):
     return save_model_dir(tmp_path_factory.mktemp("probe") / "model", config, variables)
 
 
-@needs_fmnist
+@needs_fashion_mnist
 def test_cli_end_to_end_on_fashion_mnist(tmp_path, model_dir, capsys):
     from simpool_jax.checkpoint import load_model
     from simpool_jax.data import make_eval_iterator

@@ -26,10 +26,10 @@ from train_cli import (
     TINY,
     environment,
     logged,
-    needs_fashion_mnist,
     saved_params,
     train_command,
 )
+from markers import needs_fashion_mnist
 
 PROCESSES, DEVICES_PER_PROCESS = 2, 4  # conftest gives this test process 8 devices as well
 RUN = ("--config.total_steps=3", "--config.checkpoint_every=2")

@@ -13,11 +13,11 @@ from train_cli import (
     complete_steps,
     environment,
     logged,
-    needs_fashion_mnist,
     run_train,
     saved_params,
     train_command,
 )
+from markers import needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
 

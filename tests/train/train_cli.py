@@ -9,12 +9,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-needs_fashion_mnist = pytest.mark.skipif(
-    not FASHION_MNIST.is_dir(), reason="Debian dataset-fashion-mnist is not installed (setup.sh)")
 
 SUPERVISED, DINO = "configs/fmnist_supervised.py", "configs/fmnist_dino.py"
 # 1-block ViTs on 512 training images: seconds per run, still the full train.py path.
