@@ -6,8 +6,8 @@
 
 The argument picks the pooling (simpool, gap or cls); everything else is the same budget.
 A 4-block ViT (width 96, 3 heads, 4x4 patches -> 7x7 tokens) for 2 epochs at batch 128
-(938 steps). Expected test top-1 on 2 CPU cores, about 6 minutes each: see README
-"Supervised training" (measured: SimPool 86-87 %, GAP and CLS within about a point).
+(938 steps). Measured at --config.total_steps=300 (about 6 minutes each on one core; README
+"Supervised on Fashion-MNIST"): test top-1 SimPool 55.82, GAP 67.60, CLS 66.77 %.
 """
 
 import ml_collections
