@@ -29,7 +29,13 @@ _TIMM_FC_NORM_POOLERS = ("gap", "max", "avgmax")
 class Model(nn.Module):
     """Returns a dict: `tokens` (B, N, D) as the pooler saw them, `pooled`, `features` (the
     representation: pooled, after the final norm where the recipe has one), `attention` (B, N)
-    when the pooler has one, `logits` with a head (classifier scores or DINO prototype scores)."""
+    when the pooler has one, `logits` with a head (classifier scores or DINO prototype scores).
+
+    A pooler may return k vectors, pooled (B, k, D) (Slot Attention / k-means / OTK with
+    readout='stack'). The linear head then scores each vector and takes the max over the k logits,
+    as the paper reads out Slot Attention. `features` (for k-NN, the DINO head, extraction) is the
+    elementwise max over the k normed vectors, i.e. what readout='max' would give, so every
+    consumer of features still sees (B, D)."""
 
     backbone: str
     backbone_kwargs: Mapping[str, Any]
@@ -54,15 +60,19 @@ class Model(nn.Module):
             tokens, out.grid, cls=cls
         )
         features = LayerNorm(name="norm")(pooled) if self.norm == "after" else pooled
+        vectors = features  # (B, D') or, for a k-vector pooler with readout='stack', (B, k, D)
+        if pooled.ndim == 3:
+            features = vectors.max(axis=1)
         result = {"tokens": tokens, "pooled": pooled, "features": features}
         if attention is not None:
             result["attention"] = attention
         if not with_head or self.head == "none":
             return result
         if self.head == "linear":
-            result["logits"] = nn.Dense(self.num_classes, kernel_init=trunc_normal_02, name="head")(
-                features
-            )
+            # Per-vector classifier, max over the k logits (the paper's Slot read-out); for
+            # (B, D') features the max runs over nothing.
+            logits = nn.Dense(self.num_classes, kernel_init=trunc_normal_02, name="head")(vectors)
+            result["logits"] = logits.max(axis=1) if logits.ndim == 3 else logits
         elif self.head == "dino":
             result["logits"] = DINOHead(**(self.head_kwargs or {}), name="head")(features, train)
         return result

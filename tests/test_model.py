@@ -109,3 +109,33 @@ def test_sharded_batchnorm_training_uses_global_batch_statistics():
     np.testing.assert_allclose(out_sharded["features"], out_single["features"], atol=1e-5, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(stats_sharded), jax.tree.leaves(stats_single)):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["after", "before"])
+def test_k_vector_pooler_classifies_each_vector_and_takes_the_max_logit(norm):
+    """Slot Attention with readout='stack' (B, k, D): logits = max_k (LN?(u_k) W + b), the paper's
+    read-out; features = max_k LN?(u_k). numpy reference from those formulas."""
+    model = build_model(dict(backbone="vit_tiny", pooling="slot", norm=norm,
+                             backbone_kwargs=dict(depth=1, width=16, num_heads=2, patch_size=8),
+                             pooling_kwargs=dict(readout="stack", num_slots=3), head="linear",
+                             num_classes=5))
+    images = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3))
+    variables = model.init(jax.random.PRNGKey(0), images)
+    rng = np.random.default_rng(0)
+    head = {"kernel": rng.standard_normal((16, 5)), "bias": rng.standard_normal(5)}
+    params = dict(variables["params"], head=jax.tree.map(jnp.asarray, head))
+    if norm == "after":
+        params["norm"] = {"scale": jnp.asarray(1 + 0.2 * rng.standard_normal(16)),
+                          "bias": jnp.asarray(0.5 * rng.standard_normal(16))}
+    out = model.apply({**variables, "params": params}, images)
+    u = np.asarray(out["pooled"], np.float64)
+    assert u.shape == (4, 3, 16)
+    if norm == "after":
+        ln = params["norm"]
+        mu, var = u.mean(-1, keepdims=True), u.var(-1, keepdims=True)
+        u = (u - mu) / np.sqrt(var + 1e-6) * np.asarray(ln["scale"]) + np.asarray(ln["bias"])
+    per_slot = u @ head["kernel"] + head["bias"]  # (B, k, classes)
+    np.testing.assert_allclose(out["logits"], per_slot.max(1), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(out["features"], u.max(1), atol=1e-4, rtol=1e-4)
+    # The max of the logits is not the logits of the max feature: the read-out order matters.
+    assert np.abs(per_slot.max(1) - (u.max(1) @ head["kernel"] + head["bias"])).max() > 1e-2

@@ -7,9 +7,9 @@ Poolers with k > 1 outputs (OTK, k-means, Slot Attention) produce U (B, k, D); t
 one vector, so `readout` turns U into it:
     concat: (B, k*D), the k vectors side by side (OTK's own output);
     max:    (B, D), the elementwise max over the k vectors;
-    stack:  (B, k, D), unreduced, for a model that applies its head to each vector and takes the
-            max over the k logits (the paper's Slot read-out); `simpool_jax.model` does not do
-            that yet, so with build_model use 'concat' or 'max'.
+    stack:  (B, k, D), unreduced: `simpool_jax.model.Model` applies its linear head to each
+            vector and takes the max over the k logits (the paper's Slot read-out), and gives the
+            max over the k vectors as its features.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Command-line tools built on the library (run as `python -m simpool_jax.tools.<name>`)."""
