@@ -104,6 +104,8 @@ def markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
             lines.append(f"| {group} | {paper} | not run | — |")
             continue
         verdict = "yes" if ours == paper else "no" if paper in results else "(paper's not run)"
+        if group != "overall" and sum(p in results for p in GROUPS[group]) == 1:
+            verdict += " (only one of the group run)"
         detail = (f" ({paper}: {results[paper]['top1']:.2f})"
                   if paper in results and ours != paper else "")
         lines.append(f"| {group} | {paper} | {ours} {results[ours]['top1']:.2f}{detail} | "

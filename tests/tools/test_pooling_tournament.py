@@ -101,6 +101,8 @@ def test_markdown_of_a_hand_made_result():
     assert "| simple | gem | gem 82.00 | yes |" in comparison
     assert "| transformer | cait | cls_block 76.00 (cait: 75.00) | no |" in comparison
     assert "| overall | simpool | simpool 83.00 | yes |" in comparison
-    partial = markdown({"gap": _result(80.0)})
-    assert "| simple | gem | gap 80.00 | (paper's not run) |" in partial
+    partial = markdown({"gap": _result(80.0), "ge": _result(70.0)})
+    assert "| simple | gem | gap 80.00 | (paper's not run) (only one of the group run) |" in partial
+    assert "| re-weighting | ge | ge 70.00 | yes (only one of the group run) |" in partial
+    assert "| overall | simpool | gap 80.00 | (paper's not run) |" in partial
     assert "| iterative | slot | not run | — |" in partial
