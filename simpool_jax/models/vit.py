@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from simpool_jax.models.base import BackboneOutput
-from simpool_jax.models.layers import DropPath, LayerNorm, Mlp, drop_path_rates, trunc_normal_02
+from simpool_jax.models.layers import DropPath, LayerNorm, Mlp, PatchEmbed, drop_path_rates, trunc_normal_02
 from simpool_jax.models.posemb import resample_grid
 
 VIT_SIZES = {
@@ -80,10 +80,7 @@ class ViT(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> BackboneOutput:
-        p = self.patch_size
-        x = nn.Conv(
-            self.width, (p, p), strides=(p, p), padding="VALID", name="patch_embed"
-        )(images)
+        x = PatchEmbed(self.width, self.patch_size, name="patch_embed")(images)
         b, gh, gw, d = x.shape
         x = x.reshape(b, gh * gw, d)
         n_cls = int(self.class_token)

@@ -1,12 +1,13 @@
 """Stochastic depth and the numerics pinned in simpool_jax.models.layers."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
 
 from simpool_jax.models.layers import (
-    DepthwiseConv, DropPath, LayerNorm, depthwise_conv_shifted, drop_path_rates, gelu,
+    DepthwiseConv, DropPath, LayerNorm, PatchEmbed, depthwise_conv_shifted, drop_path_rates, gelu,
 )
 
 
@@ -53,3 +54,23 @@ def test_depthwise_conv_matches_torch_grouped_conv_and_keeps_nn_conv_params():
                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                            feature_group_count=5)
     np.testing.assert_allclose(depthwise_conv_shifted(x, kernel), grouped, atol=2e-5)
+
+
+def test_patch_embed_matches_torch_strided_conv_and_inits_as_nn_conv():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 18, 14, 3)).astype(np.float32)  # 18 and 14 leave a remainder of 2
+    kernel = rng.standard_normal((4, 4, 3, 8)).astype(np.float32)
+    bias = rng.standard_normal(8).astype(np.float32)
+    conv = torch.nn.Conv2d(3, 8, 4, stride=4)
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()))
+        conv.bias.copy_(torch.from_numpy(bias))
+        ref = conv(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+    ours = PatchEmbed(8, 4).apply({"params": {"kernel": kernel, "bias": bias}}, x)
+    assert ours.shape == (2, 4, 3, 8)
+    np.testing.assert_allclose(ours, ref, atol=2e-5)
+    # Same parameters from the same rng as the nn.Conv it replaced: earlier runs stay reproducible.
+    key = jax.random.PRNGKey(3)
+    conv_init = nn.Conv(8, (4, 4), strides=(4, 4), padding="VALID").init(key, x)["params"]
+    ours_init = PatchEmbed(8, 4).init(key, x)["params"]
+    jax.tree.map(np.testing.assert_array_equal, ours_init, conv_init)
