@@ -80,7 +80,9 @@ class PatchEmbed(nn.Module):
         gh, gw = h // p, w // p
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, c, self.width))
         bias = self.param("bias", nn.initializers.zeros, (self.width,))
-        patches = images[:, :gh * p, :gw * p].reshape(b, gh, p, gw, p, c)
+        # One split per reshape: JAX infers the output sharding of a batch-sharded array under an
+        # explicit-axes mesh for these, not for both splits at once.
+        patches = images[:, :gh * p, :gw * p].reshape(b, gh, p, gw * p, c).reshape(b, gh, p, gw, p, c)
         patches = patches.transpose(0, 1, 3, 2, 4, 5).reshape(b, gh, gw, p * p * c)
         return patches @ kernel.reshape(p * p * c, self.width) + bias
 

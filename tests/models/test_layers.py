@@ -74,3 +74,15 @@ def test_patch_embed_matches_torch_strided_conv_and_inits_as_nn_conv():
     conv_init = nn.Conv(8, (4, 4), strides=(4, 4), padding="VALID").init(key, x)["params"]
     ours_init = PatchEmbed(8, 4).init(key, x)["params"]
     jax.tree.map(np.testing.assert_array_equal, ours_init, conv_init)
+
+
+def test_patch_embed_on_a_batch_sharded_under_an_explicit_axes_mesh():
+    """jax.make_mesh's default (explicit) axes: the reshapes must keep the batch sharding."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    mesh = jax.make_mesh((4,), ("data",))
+    x = np.random.default_rng(2).standard_normal((8, 12, 12, 3)).astype(np.float32)
+    params = PatchEmbed(8, 4).init(jax.random.PRNGKey(0), x)
+    sharded = jax.device_put(x, NamedSharding(mesh, PartitionSpec("data")))
+    out = jax.jit(PatchEmbed(8, 4).apply)(params, sharded)
+    np.testing.assert_allclose(out, PatchEmbed(8, 4).apply(params, x), atol=1e-6)
