@@ -53,15 +53,19 @@ def test_rrc_fallback_is_torchvision_centre_crop():
     assert ours == tuple(ref) == (0, 193, 10, 13)
 
 
+@pytest.mark.parametrize("method, pil", [("bicubic", Image.BICUBIC), ("bilinear", Image.BILINEAR)])
 @pytest.mark.parametrize("box, size", [((30, 40, 150, 120), 64), ((10, 5, 40, 30), 64)])  # down- and upscaling
-def test_crop_resize_matches_pil_bicubic(box, size):
-    img = photo(200, 240)
+def test_crop_resize_matches_pil(box, size, method, pil):
+    img = photo(200, 240).copy()
+    img[38:42] = 255  # a white-black edge inside both boxes: bicubic overshoots there and must be
+    img[42:45] = 0  # clipped as PIL's uint8 output is
     top, left, h, w = box
-    ours = resize_to(tf.constant(img[top:top + h, left:left + w]), size, size).numpy()
-    ref = np.asarray(Image.fromarray(img).resize((size, size), Image.BICUBIC, box=(left, top, left + w, top + h))) / 255.0
+    ours = resize_to(tf.constant(img[top:top + h, left:left + w]), size, size, method).numpy()
+    ref = np.asarray(Image.fromarray(img).resize((size, size), pil, box=(left, top, left + w, top + h))) / 255.0
     diff = np.abs(ours - ref)
     print(f"mean |diff| {diff.mean() * 255:.3f}/255, max {diff.max() * 255:.2f}/255")
     assert diff.mean() < 1.0 / 255 and diff.max() < 16 / 255
+    assert ours.min() >= 0 and ours.max() <= 1 + 1e-6  # bilinear is not clipped: its weights are >= 0
 
 
 def test_resize_small_central_crop_match_torchvision():

@@ -17,12 +17,24 @@ from simpool_jax.data.ops.general import decode
 _TRIES = 10  # torchvision RandomResizedCrop.get_params
 
 
+_OVERSHOOTING = ("bicubic", "lanczos3", "lanczos5", "mitchellcubic")  # kernels with negative lobes
+
+
 def resize_to(image: tf.Tensor, height: int | tf.Tensor, width: int | tf.Tensor, method: str = "bicubic") -> tf.Tensor:
-    """Antialiased resize to (height, width), float32 in [0, 1]."""
-    out = tf.image.resize(image, tf.stack([height, width]), method=method, antialias=True)
+    """Antialiased resize to (height, width), float32 in [0, 1]. Only kernels with negative lobes
+    can leave the input's range, so only they are clipped (as PIL's uint8 output is): the clip is
+    two passes over the image, 12% of the supervised pipeline's time with bilinear."""
+    size = tf.stack([height, width])
+    if method == "bilinear":  # antialiasing changes only shrinking axes; TF's plain kernel is ~3x faster
+        shape = tf.shape(image)
+        out = tf.cond((shape[0] <= height) & (shape[1] <= width),
+                      lambda: tf.image.resize(image, size, method),
+                      lambda: tf.image.resize(image, size, method, antialias=True))
+    else:
+        out = tf.image.resize(image, size, method=method, antialias=True)
     if image.dtype == tf.uint8:
         out = out / 255.0
-    return tf.clip_by_value(out, 0.0, 1.0)
+    return tf.clip_by_value(out, 0.0, 1.0) if method in _OVERSHOOTING else out
 
 
 def rrc_params(height: tf.Tensor, width: tf.Tensor, seed: tf.Tensor, scale: Sequence[float] = (0.08, 1.0),
