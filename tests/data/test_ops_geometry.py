@@ -116,3 +116,11 @@ def test_decode_rrc_crops_like_decode_then_rrc():
         assert np.abs(a - b).max() < 0.06 and np.abs(a - b).mean() < 2e-3
         data["image"] = png  # not a JPEG: exactly decode|rrc
         np.testing.assert_array_equal(fused(dict(data))["image"], plain(dict(data))["image"])
+
+
+@pytest.mark.parametrize("src", [(40, 30), (300, 200), (40, 300), (64, 64)])  # grow, shrink, mixed, same
+def test_bilinear_resize_equals_antialiased_kernel_whichever_path(src):
+    img = tf.constant(photo(*src))
+    ours = resize_to(img, 64, 64, "bilinear").numpy()
+    ref = tf.image.resize(img, (64, 64), "bilinear", antialias=True).numpy() / 255.0
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5)  # float rounding only (1/255 = 4e-3)
