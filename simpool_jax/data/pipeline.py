@@ -53,6 +53,7 @@ def _one_thread_per_tf_op() -> None:
 
 
 _one_thread_per_tf_op()
+
 _COMMON = {"name": None, "split": None, "data_dir": None, "pp": None, "batch_size": None, "seed": 0,
            "prefetch": 2, "cache_raw": False, "data_axis": "data", "limit": None, "download": False}
 TRAIN_DEFAULTS = {**_COMMON, "shuffle_buffer": 10_000, "pp_batch": None, "start_step": 0}

@@ -66,8 +66,8 @@ class PatchEmbed(nn.Module):
     (`kernel` (p, p, C, D) lecun-normal, `bias` (D,) zeros), computed as patches @ kernel.
 
     Same sum as the conv, but XLA:CPU computes the conv's weight gradient ~7x slower than the
-    equivalent matmul's; the reshape form is as fast on GPU/TPU. A remainder of the image that
-    does not fill a patch is dropped, as the 'VALID' conv does.
+    equivalent matmul's (GPU/TPU speed of the two forms not measured here). A remainder of the
+    image that does not fill a patch is dropped, as the 'VALID' conv does.
     """
 
     width: int

@@ -15,8 +15,6 @@ from simpool_jax.data.ops.base import image_op, maybe, split_seed, to_float
 from simpool_jax.data.ops.general import decode
 
 _TRIES = 10  # torchvision RandomResizedCrop.get_params
-
-
 _OVERSHOOTING = ("bicubic", "lanczos3", "lanczos5", "mitchellcubic")  # kernels with negative lobes
 
 
