@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 
 from simpool_jax.models.base import BackboneOutput
+from simpool_jax.models.layers import fusion_fence
 
 RESNET_SIZES = {
     "resnet18": dict(stage_sizes=(2, 2, 2, 2), bottleneck=False),
@@ -50,7 +51,7 @@ class ResidualBlock(nn.Module):
             y = bn(name="bn2")(_conv(self.width, 3, 1, "conv2")(y))
         if self.stride != 1 or x.shape[-1] != out_dim:
             x = bn(name="downsample_bn")(_conv(out_dim, 1, self.stride, "downsample_conv")(x))
-        return nn.relu(x + y)
+        return fusion_fence(nn.relu(x + y))
 
 
 class ResNet(nn.Module):

@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from simpool_jax.models.base import BackboneOutput
-from simpool_jax.models.layers import DropPath, LayerNorm, Mlp, PatchEmbed, drop_path_rates, trunc_normal_02
+from simpool_jax.models.layers import (DropPath, LayerNorm, Mlp, PatchEmbed, drop_path_rates, fusion_fence,
+                                      trunc_normal_02)
 from simpool_jax.models.posemb import resample_grid
 
 VIT_SIZES = {
@@ -93,7 +94,7 @@ class ViT(nn.Module):
             cls = jnp.broadcast_to(cls + posemb[:, :1], (b, 1, d)).astype(x.dtype)
             x = jnp.concatenate([cls, x], axis=1)
         for i, rate in enumerate(drop_path_rates(self.drop_path_rate, self.depth)):
-            x = Block(self.num_heads, self.mlp_ratio, rate, name=f"blocks_{i}")(x, train)
+            x = Block(self.num_heads, self.mlp_ratio, rate, name=f"blocks_{i}")(fusion_fence(x), train)
         if self.class_token:
             return BackboneOutput(tokens=x[:, 1:], grid=(gh, gw), cls=x[:, 0])
         return BackboneOutput(tokens=x, grid=(gh, gw))
