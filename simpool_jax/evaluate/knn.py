@@ -17,11 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from simpool_jax.heads import l2_normalize
 
-def l2_normalize(x: jax.Array) -> jax.Array:
-    """Rows divided by max(||row||, 1e-12), as torch's F.normalize."""
-    x = jnp.asarray(x, jnp.float32)
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+def _unit_rows(x: np.ndarray) -> jax.Array:
+    """Rows of x as float32, divided by max(||row||, 1e-12) (torch's F.normalize)."""
+    return l2_normalize(jnp.asarray(x, jnp.float32))
 
 
 @jax.jit
@@ -39,9 +40,9 @@ def nearest(test: np.ndarray, bank: np.ndarray, k: int, bank_chunk: int = 65536
     """(cosine similarities, indices) of the k most similar bank rows, most similar first."""
     sims = jnp.full((len(test), k), -jnp.inf, jnp.float32)
     idx = jnp.zeros((len(test), k), jnp.int32)
-    t = l2_normalize(test)
+    t = _unit_rows(test)
     for start in range(0, len(bank), bank_chunk):
-        chunk = l2_normalize(bank[start:start + bank_chunk])
+        chunk = _unit_rows(bank[start:start + bank_chunk])
         sims, idx = _merge_topk(sims, idx, t @ chunk.T, start)
     return np.asarray(sims), np.asarray(idx)
 
@@ -54,14 +55,14 @@ def knn_accuracy(
     """{k: {'top1': %, 'top5': %}}. Features are l2-normalised here (chunk by chunk, the inputs
     are not copied or changed); k is capped at the bank size; top-5 counts min(5, num_classes)
     ranked classes."""
-    bank, test = train_features, test_features
     train_labels = np.asarray(train_labels, np.int64)
     test_labels = np.asarray(test_labels, np.int64)
     num_classes = num_classes or int(max(train_labels.max(), test_labels.max()) + 1)
-    k_max = min(max(ks), len(bank))
+    k_max = min(max(ks), len(train_features))
     hits = {k: np.zeros(2) for k in ks}
-    for start in range(0, len(test), test_chunk):
-        sims, idx = nearest(test[start:start + test_chunk], bank, k_max, bank_chunk)
+    for start in range(0, len(test_features), test_chunk):
+        sims, idx = nearest(test_features[start:start + test_chunk], train_features, k_max,
+                            bank_chunk)
         labels = test_labels[start:start + test_chunk]
         neighbour_labels = train_labels[idx]
         weights = np.exp(sims / temperature)
@@ -72,4 +73,5 @@ def knn_accuracy(
             ranked = np.argsort(-votes, axis=1, kind="stable")
             correct = ranked == labels[:, None]
             hits[k] += [correct[:, 0].sum(), correct[:, :min(5, num_classes)].any(1).sum()]
-    return {k: {"top1": 100 * h[0] / len(test), "top5": 100 * h[1] / len(test)} for k, h in hits.items()}
+    n = len(test_features)
+    return {k: {"top1": 100 * h[0] / n, "top5": 100 * h[1] / n} for k, h in hits.items()}
