@@ -72,10 +72,17 @@ def random_simpool_params(d: int, seed: int, use_beta: bool = False) -> dict:
 
 
 def random_timm_model(name: str, seed: int, **kwargs):
-    """timm.create_model(name, pretrained=False, **kwargs) with `randomize_timm_model` weights."""
+    """timm.create_model(name, pretrained=False, **kwargs) with `randomize_timm_model` weights.
+
+    timm initialises conv and linear weights from torch's global generator, so it is seeded here
+    (inside `fork_rng`, leaving the caller's stream alone): the same seed gives the same model in
+    every run, and a parity figure measured once is the figure CI checks.
+    """
     from simpool_jax.convert.torch_env import import_timm
 
-    model = import_timm().create_model(name, pretrained=False, **kwargs)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = import_timm().create_model(name, pretrained=False, **kwargs)
     randomize_timm_model(model, seed)
     return model
 

@@ -28,6 +28,10 @@ def photos(size: int) -> torch.Tensor:
 
 
 def check(model, variables, reference, size, atol=1e-4):
+    """Outputs within `atol` of the official forward (attention within 2e-5). Features also get
+    rtol 1e-5, as the CNN token grids of test_timm_parity: ResNet-50 features reach ~10 here and
+    are sums over thousands of fp32 conv terms, so both fp32 forwards sit ~2e-5 from a float64
+    one, and a CPU whose kernels sum in another order can add a few 1e-5 more."""
     images = photos(size)
     ours = model.apply(variables, images.permute(0, 2, 3, 1).numpy())
     expected = reference(images)
@@ -35,8 +39,8 @@ def check(model, variables, reference, size, atol=1e-4):
         tolerance = 2e-5 if name == "attention" else atol
         print(f"\n  {size}px {name:<10} max|diff| {np.abs(np.asarray(ours[name]) - value.numpy()).max():.2e}",
               end="")
-        np.testing.assert_allclose(np.asarray(ours[name]), value.numpy(), atol=tolerance, rtol=0,
-                                   err_msg=name)
+        np.testing.assert_allclose(np.asarray(ours[name]), value.numpy(), atol=tolerance,
+                                   rtol=1e-5 if name == "features" else 0, err_msg=name)
 
 
 def save(tmp_path, obj, name="ckpt.pth"):
