@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 
 from simpool_jax.models.layers import (
@@ -55,6 +56,31 @@ def test_depthwise_conv_matches_torch_grouped_conv_and_keeps_nn_conv_params():
                                            feature_group_count=5)
     np.testing.assert_allclose(depthwise_conv_shifted(x, kernel), grouped, atol=2e-5)
 
+
+
+@pytest.mark.parametrize("k", [7, 3])
+def test_depthwise_conv_gradients_match_torch_grouped_conv(k):
+    """The CPU path's gradients (autodiff through the k*k shifted slices) against torch's
+    autograd of a grouped conv, with a non-uniform cotangent and a non-square map smaller than
+    the kernel in one dimension: every border case of the zero padding."""
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal((2, 9, 5, 4)).astype(np.float32)
+    kernel = rng.standard_normal((k, k, 1, 4)).astype(np.float32)
+    cotangent = rng.standard_normal((2, 9, 5, 4)).astype(np.float32)
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
+    wt = torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()).requires_grad_()
+    yt = torch.nn.functional.conv2d(xt, wt, padding=k // 2, groups=4)
+    yt.backward(torch.from_numpy(cotangent.transpose(0, 3, 1, 2).copy()))
+    _, vjp = jax.vjp(depthwise_conv_shifted, x, kernel)
+    dx, dk = vjp(cotangent)
+    np.testing.assert_allclose(dx, xt.grad.numpy().transpose(0, 2, 3, 1), atol=2e-5)
+    np.testing.assert_allclose(dk, wt.grad.numpy().transpose(2, 3, 1, 0), atol=5e-5)
+    # bf16 activations with an fp32 kernel (mixed precision): gradients keep the primal dtypes
+    # and stay within bf16 rounding of the fp32 ones.
+    _, vjp16 = jax.vjp(depthwise_conv_shifted, x.astype(jnp.bfloat16), kernel)
+    dx16, dk16 = vjp16(cotangent.astype(jnp.bfloat16))
+    assert dx16.dtype == jnp.bfloat16 and dk16.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(dk16), dk, rtol=0.05, atol=0.3)
 
 def test_patch_embed_matches_torch_strided_conv_and_inits_as_nn_conv():
     rng = np.random.default_rng(1)
