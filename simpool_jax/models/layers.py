@@ -23,6 +23,22 @@ LayerNorm = functools.partial(nn.LayerNorm, epsilon=1e-6, use_fast_variance=Fals
 trunc_normal_02 = nn.initializers.truncated_normal(stddev=0.02, lower=-100.0, upper=100.0)
 
 
+class Dense(nn.Dense):
+    """nn.Dense (same parameters, init and names) applied to its input flattened to 2-D.
+
+    Why: on an input with several leading axes (tokens (b, n, d), ConvNeXt's (b, h, w, c)) the
+    weight gradient contracts all of them at once, and XLA:CPU computes that as a transposed
+    copy of the cotangent followed by an unfused dot: 8.8 ms instead of 3.0 ms for a
+    (128, 49, 96) -> 384 layer on one core, where PyTorch takes 2.7 ms. On the flattened input
+    it is one plain matmul. The reshapes are free (bitcasts), on every backend.
+    """
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        lead = x.shape[:-1]
+        return super().__call__(x.reshape(-1, x.shape[-1])).reshape(*lead, self.features)
+
+
 class DropPath(nn.Module):
     """Stochastic depth: drops the whole residual branch per sample, rescales the kept ones.
 
@@ -56,9 +72,9 @@ class Mlp(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.Dense(self.hidden_dim, kernel_init=trunc_normal_02, name="fc1")(x)
+        x = Dense(self.hidden_dim, kernel_init=trunc_normal_02, name="fc1")(x)
         x = gelu(x)
-        return nn.Dense(self.out_dim, kernel_init=trunc_normal_02, name="fc2")(x)
+        return Dense(self.out_dim, kernel_init=trunc_normal_02, name="fc2")(x)
 
 
 class PatchEmbed(nn.Module):
@@ -84,7 +100,8 @@ class PatchEmbed(nn.Module):
         # explicit-axes mesh for these, not for both splits at once.
         patches = images[:, :gh * p, :gw * p].reshape(b, gh, p, gw * p, c).reshape(b, gh, p, gw, p, c)
         patches = patches.transpose(0, 1, 3, 2, 4, 5).reshape(b, gh, gw, p * p * c)
-        return patches @ kernel.reshape(p * p * c, self.width) + bias
+        patches = patches.reshape(b * gh * gw, p * p * c)  # 2-D, see `Dense`; one merge per reshape
+        return (patches @ kernel.reshape(p * p * c, self.width) + bias).reshape(b, gh, gw, self.width)
 
 
 class DepthwiseConv(nn.Module):

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from simpool_jax.models.base import BackboneOutput
-from simpool_jax.models.layers import (DropPath, LayerNorm, Mlp, PatchEmbed, drop_path_rates, fusion_fence,
+from simpool_jax.models.layers import (Dense, DropPath, LayerNorm, Mlp, PatchEmbed, drop_path_rates, fusion_fence,
                                       trunc_normal_02)
 from simpool_jax.models.posemb import resample_grid
 
@@ -33,7 +33,7 @@ class Attention(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         b, n, d = x.shape
         dh = d // self.num_heads
-        qkv = nn.Dense(3 * d, kernel_init=trunc_normal_02, name="qkv")(x)
+        qkv = Dense(3 * d, kernel_init=trunc_normal_02, name="qkv")(x)
         # Heads-major (3, b, h, n, dh) before the matmuls: XLA:CPU fuses the token-major einsum
         # form into one slow loop (ViT-S forward 0.68x PyTorch); batched `@` on this layout
         # goes to its fast dot kernels. Scaling q first, as timm does.
@@ -42,7 +42,7 @@ class Attention(nn.Module):
         # Kept only when the caller makes 'intermediates' mutable (attention maps of CLS models).
         self.sow("intermediates", "attention", attn)
         out = (attn @ v).transpose(0, 2, 1, 3).reshape(b, n, d)
-        return nn.Dense(d, kernel_init=trunc_normal_02, name="proj")(out)
+        return Dense(d, kernel_init=trunc_normal_02, name="proj")(out)
 
 
 class Block(nn.Module):

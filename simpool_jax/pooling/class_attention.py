@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from simpool_jax.models.layers import LayerNorm, Mlp, trunc_normal_02
+from simpool_jax.models.layers import Dense, LayerNorm, Mlp, trunc_normal_02
 
 
 class ClassAttentionPool(nn.Module):
@@ -46,7 +46,7 @@ class ClassAttentionPool(nn.Module):
         token = self.param("cls_token", trunc_normal_02, (1, 1, d))
         c = jnp.broadcast_to(token, (b, 1, d)).astype(tokens.dtype)
         h = LayerNorm(name="norm1")(jnp.concatenate([c, tokens], axis=1))
-        dense = lambda name: nn.Dense(d, kernel_init=trunc_normal_02, name=name)  # noqa: E731
+        dense = lambda name: Dense(d, kernel_init=trunc_normal_02, name=name)  # noqa: E731
         q = dense("q")(h[:, 0]).reshape(b, m, d // m)
         k = dense("k")(h).reshape(b, -1, m, d // m)
         v = dense("v")(h).reshape(b, -1, m, d // m)

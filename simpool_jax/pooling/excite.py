@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from simpool_jax.models.layers import Dense
 from simpool_jax.pooling.common import as_grid
 
 
@@ -36,8 +37,8 @@ class ExciteMlp(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         d = x.shape[-1]
         hidden = max(1, round(d * self.ratio))
-        x = nn.relu(nn.Dense(hidden, use_bias=self.use_bias, name="fc1")(x))
-        return nn.Dense(d, use_bias=self.use_bias, name="fc2")(x)
+        x = nn.relu(Dense(hidden, use_bias=self.use_bias, name="fc1")(x))
+        return Dense(d, use_bias=self.use_bias, name="fc2")(x)
 
 
 class SE(nn.Module):

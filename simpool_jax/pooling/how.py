@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from simpool_jax.models.layers import Dense
 from simpool_jax.pooling.common import as_grid
 
 
@@ -37,7 +38,7 @@ class HOW(nn.Module):
         k = self.smoothing
         smooth = nn.avg_pool(as_grid(tokens, grid), (k, k), strides=(1, 1), padding="SAME",
                              count_include_pad=False)
-        v = nn.Dense(self.dim or d, name="whiten")(smooth.reshape(b, n, d))
+        v = Dense(self.dim or d, name="whiten")(smooth.reshape(b, n, d))
         pooled = jnp.einsum("bn,bnd->bd", attention, v)
         norm = jnp.linalg.norm(pooled, axis=-1, keepdims=True)
         return pooled / jnp.maximum(norm, self.eps), attention

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from simpool_jax.models.layers import LayerNorm, trunc_normal_02
+from simpool_jax.models.layers import Dense, LayerNorm, trunc_normal_02
 
 MIN_OVER = ("batch", "sample")
 
@@ -49,8 +49,8 @@ class SimPool(nn.Module):
         d = x.shape[-1]
         query_init = x.mean(axis=1)
         z = LayerNorm(name="norm_patches", dtype=jnp.float32)(x)
-        q = nn.Dense(d, use_bias=False, kernel_init=trunc_normal_02, name="wq")(query_init)
-        k = nn.Dense(d, use_bias=False, kernel_init=trunc_normal_02, name="wk")(z)
+        q = Dense(d, use_bias=False, kernel_init=trunc_normal_02, name="wq")(query_init)
+        k = Dense(d, use_bias=False, kernel_init=trunc_normal_02, name="wk")(z)
         attention = jax.nn.softmax(jnp.einsum("bd,bnd->bn", q, k) * d**-0.5, axis=-1)
         if self.gamma is None:
             return jnp.einsum("bn,bnd->bd", attention, z), attention

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from simpool_jax.models.layers import LayerNorm, trunc_normal_02
+from simpool_jax.models.layers import Dense, LayerNorm, trunc_normal_02
 from simpool_jax.pooling.simpool import MIN_OVER
 
 INITS = ("gap", "learnable")
@@ -74,7 +74,7 @@ class SimPoolAblation(nn.Module):
         self._check(d)
         m, c = self.num_heads, d // self.num_heads
         z = LayerNorm(name="norm_patches", dtype=jnp.float32)(x)
-        linear = functools.partial(nn.Dense, d, use_bias=False, kernel_init=trunc_normal_02)
+        linear = functools.partial(Dense, d, use_bias=False, kernel_init=trunc_normal_02)
         wk = linear(name="wk")
         wq = wk if self.shared_qk else linear(name="wq")
         k = wk(z).reshape(b, n, m, c)

@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from simpool_jax.models.layers import LayerNorm
+from simpool_jax.models.layers import Dense, LayerNorm
 from simpool_jax.pooling.common import check_iterative, readout
 
 
@@ -40,13 +40,13 @@ class SlotUpdate(nn.Module):
     ) -> tuple[jax.Array, jax.Array]:
         keys, values = keys_values
         d = slots.shape[-1]
-        query = nn.Dense(d, use_bias=False, name="q")(LayerNorm(name="norm_slots")(slots))
+        query = Dense(d, use_bias=False, name="q")(LayerNorm(name="norm_slots")(slots))
         logits = jnp.einsum("bnd,bkd->bkn", keys, query) * d**-0.5
         attention = jax.nn.softmax(logits, axis=1) + self.eps
         attention = attention / attention.sum(axis=-1, keepdims=True)
         slots, _ = nn.GRUCell(d, name="gru")(slots, jnp.einsum("bkn,bnd->bkd", attention, values))
-        hidden = nn.relu(nn.Dense(d, name="mlp_fc1")(LayerNorm(name="norm_mlp")(slots)))
-        return slots + nn.Dense(d, name="mlp_fc2")(hidden), attention
+        hidden = nn.relu(Dense(d, name="mlp_fc1")(LayerNorm(name="norm_mlp")(slots)))
+        return slots + Dense(d, name="mlp_fc2")(hidden), attention
 
 
 class SlotAttention(nn.Module):
@@ -64,8 +64,8 @@ class SlotAttention(nn.Module):
         check_iterative("Slot Attention", self.iterations, self.readout)
         b, _, d = tokens.shape
         x = LayerNorm(name="norm_inputs")(tokens)
-        keys = nn.Dense(d, use_bias=False, name="k")(x)
-        values = nn.Dense(d, use_bias=False, name="v")(x)
+        keys = Dense(d, use_bias=False, name="k")(x)
+        values = Dense(d, use_bias=False, name="v")(x)
         init = self.param("slots_init", nn.initializers.normal(1.0), (self.num_slots, d))
         slots = jnp.broadcast_to(init, (b, self.num_slots, d)).astype(tokens.dtype)
         # One compiled iteration whatever `iterations` is: the update's parameters are shared.

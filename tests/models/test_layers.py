@@ -1,5 +1,6 @@
 """Stochastic depth and the numerics pinned in simpool_jax.models.layers."""
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,7 +9,8 @@ import pytest
 import torch
 
 from simpool_jax.models.layers import (
-    DepthwiseConv, DropPath, LayerNorm, PatchEmbed, depthwise_conv_shifted, drop_path_rates, gelu,
+    Dense, DepthwiseConv, DropPath, LayerNorm, PatchEmbed, depthwise_conv_shifted, drop_path_rates,
+    gelu,
 )
 
 
@@ -81,6 +83,30 @@ def test_depthwise_conv_gradients_match_torch_grouped_conv(k):
     dx16, dk16 = vjp16(cotangent.astype(jnp.bfloat16))
     assert dx16.dtype == jnp.bfloat16 and dk16.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(dk16), dk, rtol=0.05, atol=0.3)
+
+
+def _transposes_in_compiled_weight_gradient(layer: nn.Module, x: np.ndarray) -> tuple[list, dict]:
+    variables = layer.init(jax.random.PRNGKey(0), x)
+    grad = jax.jit(jax.grad(lambda v: jnp.sum(jnp.sin(layer.apply(v, x)))))
+    hlo = grad.lower(variables).compile().as_text()
+    return [line for line in hlo.splitlines() if " transpose(" in line], grad(variables)
+
+
+def test_dense_is_nn_dense_without_the_cotangent_transpose():
+    """Same parameters, init, outputs and gradients as nn.Dense on a (b, n, d) input; in the
+    compiled gradient, nn.Dense transposes the (b, n, features) cotangent before the weight
+    gradient's dot (the XLA:CPU slowdown `Dense` exists for) and `Dense` does not."""
+    x = np.random.default_rng(3).standard_normal((16, 49, 32)).astype(np.float32)
+    ours, reference = Dense(64, name="fc"), nn.Dense(64, name="fc")
+    params = reference.init(jax.random.PRNGKey(1), x)
+    chex.assert_trees_all_equal(ours.init(jax.random.PRNGKey(1), x), params)  # names, shapes, init
+    np.testing.assert_allclose(ours.apply(params, x), reference.apply(params, x), atol=1e-5)
+    transposes, grads = _transposes_in_compiled_weight_gradient(ours, x)
+    transposes_nn, grads_nn = _transposes_in_compiled_weight_gradient(reference, x)
+    if jax.default_backend() == "cpu":
+        assert transposes == [] and len(transposes_nn) == 1, (transposes, transposes_nn)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_nn)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 def test_patch_embed_matches_torch_strided_conv_and_inits_as_nn_conv():
     rng = np.random.default_rng(1)
