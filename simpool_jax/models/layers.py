@@ -13,8 +13,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-# torch.nn.GELU() is the exact erf form; a tanh GELU moves ViT features by ~5e-4.
-gelu = functools.partial(jax.nn.gelu, approximate=False)
+
+def gelu(x: jax.Array) -> jax.Array:
+    """torch.nn.GELU(): the exact x/2 (1 + erf(x/sqrt 2)), in PyTorch's own formula.
+
+    Flax's `nn.gelu` is the tanh approximation (it moves ViT tokens by ~2e-4). jax.nn.gelu's
+    exact form is x/2 erfc(-x/sqrt 2), the same function, but XLA:CPU evaluates erfc with exp
+    and branches: 2.6 ms against erf's 1.2 ms for a (6272, 384) activation on one core.
+    """
+    return x * (0.5 + 0.5 * jax.lax.erf(x * 0.7071067811865476))
+
 
 # timm / DINO / ConvNeXt use LayerNorm(eps=1e-6) and the two-pass variance of PyTorch.
 LayerNorm = functools.partial(nn.LayerNorm, epsilon=1e-6, use_fast_variance=False)
