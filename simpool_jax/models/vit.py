@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from simpool_jax.models.base import BackboneOutput
-from simpool_jax.models.layers import (Dense, DropPath, LayerNorm, Mlp, PatchEmbed, drop_path_rates, fusion_fence,
-                                      trunc_normal_02)
+from simpool_jax.models.layers import (Dense, DropPath, LayerNorm, Mlp, PatchEmbed, drop_path_rates,
+                                      fusion_fence, trunc_normal_02)
 from simpool_jax.models.posemb import resample_grid
 
 VIT_SIZES = {
