@@ -145,10 +145,22 @@ def dino_vit_reference(vit, pool_params: dict, images, gamma, use_beta):
 
 
 def randomize_dino_head(head, norm_last_layer: bool, seed: int):
-    """Give a TorchDINOHead a trained-looking gain (1 when norm_last_layer) and BN statistics."""
+    """Give a TorchDINOHead a trained-looking gain (1 when norm_last_layer) and BN statistics.
+
+    The linear weights are redrawn from `seed` too (torch's default U(+-1/sqrt(fan_in)) range):
+    torch.nn.Linear initialises them from the unseeded global generator, which made the heads,
+    and every parity figure through them, differ from run to run.
+    """
 
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
+        for m in head.modules():
+            if isinstance(m, torch.nn.Linear):
+                bound = m.in_features ** -0.5
+                weight = m.weight_v if hasattr(m, "weight_v") else m.weight  # weight-normed last layer
+                weight.copy_(bound * (2 * torch.rand(weight.shape, generator=g) - 1))
+                if m.bias is not None:
+                    m.bias.copy_(bound * (2 * torch.rand(m.bias.shape, generator=g) - 1))
         gain = head.last_layer.weight_g
         gain.copy_(torch.ones_like(gain) if norm_last_layer
                    else 0.5 + torch.rand(gain.shape, generator=g))
