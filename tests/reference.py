@@ -71,18 +71,22 @@ def random_simpool_params(d: int, seed: int, use_beta: bool = False) -> dict:
     return params
 
 
-def random_timm_model(name: str, seed: int, **kwargs):
-    """timm.create_model(name, pretrained=False, **kwargs) with `randomize_timm_model` weights.
-
-    timm initialises conv and linear weights from torch's global generator, so it is seeded here
-    (inside `fork_rng`, leaving the caller's stream alone): the same seed gives the same model in
-    every run, and a parity figure measured once is the figure CI checks.
-    """
-    from simpool_jax.convert.torch_env import import_timm
-
+def seeded(seed: int, build, *args, **kwargs):
+    """build(*args, **kwargs) with torch's global generator seeded inside `fork_rng` (the caller's
+    stream is left alone). timm and torch.nn layers draw their initial weights from that global
+    generator: built this way, the same seed gives the same module in every run, so a parity
+    figure measured once is the figure CI checks."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = import_timm().create_model(name, pretrained=False, **kwargs)
+        return build(*args, **kwargs)
+
+
+def random_timm_model(name: str, seed: int, **kwargs):
+    """timm.create_model(name, pretrained=False, **kwargs), `seeded`, with `randomize_timm_model`
+    weights."""
+    from simpool_jax.convert.torch_env import import_timm
+
+    model = seeded(seed, import_timm().create_model, name, pretrained=False, **kwargs)
     randomize_timm_model(model, seed)
     return model
 

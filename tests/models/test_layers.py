@@ -60,7 +60,6 @@ def test_depthwise_conv_matches_torch_grouped_conv_and_keeps_nn_conv_params():
     np.testing.assert_allclose(depthwise_conv_shifted(x, kernel), grouped, atol=2e-5)
 
 
-
 @pytest.mark.parametrize("k", [7, 3])
 def test_depthwise_conv_gradients_match_torch_grouped_conv(k):
     """The CPU path's gradients (autodiff through the k*k shifted slices) against torch's
@@ -108,6 +107,7 @@ def test_dense_is_nn_dense_without_the_cotangent_transpose():
         assert transposes == [] and len(transposes_nn) == 1, (transposes, transposes_nn)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_nn)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
 
 def test_patch_embed_matches_torch_strided_conv_and_inits_as_nn_conv():
     rng = np.random.default_rng(1)

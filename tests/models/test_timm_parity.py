@@ -17,6 +17,7 @@ from reference import (
     random_simpool_params,
     randomize_dino_head,
     random_timm_model,
+    seeded,
     torch_simpool,
 )
 
@@ -141,9 +142,7 @@ def _simpool_case(family, timm_name, ours_name, timm_kw, ours_kw, gamma, pool_ke
     ref_model = random_timm_model(timm_name, seed=3, num_classes=0, **extra, **timm_kw)
     dim = ref_model.num_features
     pool_params = random_simpool_params(dim, seed=4)
-    with torch.random.fork_rng():  # a seeded head: the same logits figures in every run
-        torch.manual_seed(8)
-        head = torch.nn.Linear(dim, 10)
+    head = seeded(8, torch.nn.Linear, dim, 10)
     state_dict = dict(ref_model.state_dict())
     state_dict.update({f"{pool_key}.{k}": v for k, v in pool_params.items()})
     state_dict.update({f"{head_key}.{k}": v for k, v in head.state_dict().items()})
