@@ -38,6 +38,7 @@ def test_decode_grayscale_png_to_rgb():
     ("normalize('imagenet')", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     ("normalize('half')", (0.5,) * 3, (0.5,) * 3),
     ("normalize((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))", (0.1, 0.2, 0.3), (0.4, 0.5, 0.6)),
+    ("normalize((0, 0, 0), (1, 2, 1))", (0, 0, 0), (1, 2, 1)),  # written as ints
 ])
 def test_normalize(spec, mean, std):
     img = photo(9, 11)

@@ -37,13 +37,18 @@ def uniform(seed: tf.Tensor, lo: float = 0.0, hi: float = 1.0, shape: tuple = ()
     return tf.random.stateless_uniform(shape, seed, minval=lo, maxval=hi)
 
 
+def when(flag: tf.Tensor, fn: Callable[[tf.Tensor], tf.Tensor], image: tf.Tensor) -> tf.Tensor:
+    """`fn(image)` where the boolean `flag` is true, else `image`."""
+    return tf.cond(flag, lambda: fn(image), lambda: image)
+
+
 def maybe(seed: tf.Tensor, p: float, fn: Callable[[tf.Tensor], tf.Tensor], image: tf.Tensor) -> tf.Tensor:
     """`fn(image)` with probability `p`, else `image` (no branch at all when p is 0 or 1)."""
     if p >= 1:
         return fn(image)
     if p <= 0:
         return image
-    return tf.cond(uniform(seed) < p, lambda: fn(image), lambda: image)
+    return when(uniform(seed) < p, fn, image)
 
 
 def to_float(image: tf.Tensor) -> tf.Tensor:

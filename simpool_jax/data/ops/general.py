@@ -59,8 +59,9 @@ def stats(name_or_mean: str | Sequence[float], std: Sequence[float] | None = Non
 def normalize(image: tf.Tensor, mean: str | Sequence[float] = "imagenet", std: Sequence[float] | None = None) -> tf.Tensor:
     """(image in [0, 1] - mean) / std per channel, float32; uint8 input is scaled to [0, 1] first."""
     m, s = stats(mean, std)
-    scale = 1.0 / tf.constant(s)
-    shift = -tf.constant(m) * scale
+    # float32 even when the values are written as ints
+    scale = 1.0 / tf.constant(s, tf.float32)
+    shift = -tf.constant(m, tf.float32) * scale
     # As rows of W * C values: TF's CPU kernels broadcast a long row far faster than a last axis of 3.
     x = to_float(image)
     shape = tf.shape(x)

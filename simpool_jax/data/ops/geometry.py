@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from simpool_jax.data.ops.base import image_op, maybe, split_seed, to_float
+from simpool_jax.data.ops.base import image_op, maybe, split_seed, to_float, uniform
 from simpool_jax.data.ops.general import decode
 
-_TRIES = 10  # torchvision RandomResizedCrop.get_params
+RRC_TRIES = 10  # torchvision RandomResizedCrop.get_params
 _OVERSHOOTING = ("bicubic", "lanczos3", "lanczos5", "mitchellcubic")  # kernels with negative lobes
 
 
@@ -35,30 +35,54 @@ def resize_to(image: tf.Tensor, height: int | tf.Tensor, width: int | tf.Tensor,
     return tf.clip_by_value(out, 0.0, 1.0) if method in _OVERSHOOTING else out
 
 
-def rrc_params(height: tf.Tensor, width: tf.Tensor, seed: tf.Tensor, scale: Sequence[float] = (0.08, 1.0),
-               ratio: Sequence[float] = (3 / 4, 4 / 3)) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """(top, left, h, w) of torchvision's RandomResizedCrop: 10 tries of area ~ U(scale) * H * W and
-    log-uniform aspect ratio, the first that fits wins; else a centre crop clamped to `ratio`."""
-    s_area, s_ratio, s_top, s_left = split_seed(seed, 4)
+def rrc_box(height: tf.Tensor, width: tf.Tensor, u_area: tf.Tensor, u_ratio: tf.Tensor, u_top: tf.Tensor,
+            u_left: tf.Tensor, scale: Sequence[float] | tf.Tensor = (0.08, 1.0),
+            ratio: Sequence[float] = (3 / 4, 4 / 3)) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(top, left, h, w) of torchvision's RandomResizedCrop from uniforms in [0, 1): RRC_TRIES (10) tries of area
+    ~ U(scale) * H * W (`u_area`) and log-uniform aspect ratio (`u_ratio`), the first that fits wins,
+    placed by `u_top`, `u_left`; else a centre crop clamped to `ratio`.
+
+    Vectorised over leading axes, one row per crop (u_area, u_ratio: (..., RRC_TRIES); u_top, u_left: (...)):
+    DINO's multi-crop draws all its boxes with one set of ops. `scale` is a pair, or a (..., 2) tensor
+    of per-crop bounds.
+    """
+    # Bounds as float32 tensors, differences taken in float32: bit-identical to stateless_uniform(lo, hi).
+    scale = tf.convert_to_tensor(scale, tf.float32)
+    lo, hi = scale[..., :1], scale[..., 1:]  # (..., 1): broadcast over the tries
+    log_lo, log_hi = tf.constant(math.log(ratio[0])), tf.constant(math.log(ratio[1]))
     hf, wf = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
-    area = hf * wf * tf.random.stateless_uniform([_TRIES], s_area, scale[0], scale[1])
-    aspect = tf.exp(tf.random.stateless_uniform([_TRIES], s_ratio, math.log(ratio[0]), math.log(ratio[1])))
+    area = hf * wf * (u_area * (hi - lo) + lo)
+    aspect = tf.exp(u_ratio * (log_hi - log_lo) + log_lo)
     w = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
     h = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
     fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
-    h, w = h[first], w[first]
-    top = tf.cast(tf.random.stateless_uniform([], s_top) * tf.cast(height - h + 1, tf.float32), tf.int32)
-    left = tf.cast(tf.random.stateless_uniform([], s_left) * tf.cast(width - w + 1, tf.float32), tf.int32)
+    first = tf.argmax(tf.cast(fits, tf.int32), axis=-1, output_type=tf.int32)
+    h, w = tf.gather(h, first, batch_dims=first.shape.rank), tf.gather(w, first, batch_dims=first.shape.rank)
+    top = tf.cast(u_top * tf.cast(height - h + 1, tf.float32), tf.int32)
+    left = tf.cast(u_left * tf.cast(width - w + 1, tf.float32), tf.int32)
     # Fallback: the whole image, narrowed to the nearest allowed aspect ratio, centred.
     in_ratio = wf / hf
     fw = tf.where(in_ratio > ratio[1], tf.cast(tf.round(hf * ratio[1]), tf.int32), width)
     fh = tf.where(in_ratio < ratio[0], tf.cast(tf.round(wf / ratio[0]), tf.int32), height)
-    ok = tf.reduce_any(fits)
+    ok = tf.reduce_any(fits, axis=-1)
     h, w = tf.where(ok, h, fh), tf.where(ok, w, fw)
     top = tf.where(ok, tf.minimum(top, height - h), (height - h) // 2)
     left = tf.where(ok, tf.minimum(left, width - w), (width - w) // 2)
     return top, left, h, w
+
+
+def rrc_params(height: tf.Tensor, width: tf.Tensor, seed: tf.Tensor, scale: Sequence[float] = (0.08, 1.0),
+               ratio: Sequence[float] = (3 / 4, 4 / 3)) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """`rrc_box` of one crop, its uniforms drawn from `seed`."""
+    s_area, s_ratio, s_top, s_left = split_seed(seed, 4)
+    return rrc_box(height, width, uniform(s_area, shape=(RRC_TRIES,)), uniform(s_ratio, shape=(RRC_TRIES,)),
+                   uniform(s_top), uniform(s_left), scale, ratio)
+
+
+def resized_crop(image: tf.Tensor, top: tf.Tensor, left: tf.Tensor, h: tf.Tensor, w: tf.Tensor, size: int,
+                 method: str = "bicubic") -> tf.Tensor:
+    """The (top, left, h, w) box of `image` resized to (size, size), float32 in [0, 1]."""
+    return resize_to(image[top:top + h, left:left + w], size, size, method)
 
 
 @image_op("rrc", random=True)
@@ -66,8 +90,7 @@ def random_resized_crop(image: tf.Tensor, seed: tf.Tensor, size: int, scale: Seq
                         ratio: Sequence[float] = (3 / 4, 4 / 3), method: str = "bicubic") -> tf.Tensor:
     """RandomResizedCrop(size, scale, ratio) -> float32 (size, size, C) in [0, 1]."""
     shape = tf.shape(image)
-    top, left, h, w = rrc_params(shape[0], shape[1], seed, scale, ratio)
-    return resize_to(image[top:top + h, left:left + w], size, size, method)
+    return resized_crop(image, *rrc_params(shape[0], shape[1], seed, scale, ratio), size, method)
 
 
 @image_op("decode_rrc", random=True)
