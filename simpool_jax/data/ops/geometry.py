@@ -150,7 +150,12 @@ def central_crop(image: tf.Tensor, size: int) -> tf.Tensor:
     return tf.ensure_shape(to_float(image[top:top + size, left:left + size]), [size, size, image.shape[-1]])
 
 
+def mirror(image: tf.Tensor) -> tf.Tensor:
+    """The image mirrored left-right."""
+    return tf.reverse(image, [1])
+
+
 @image_op("flip_lr", random=True)
 def flip_lr(image: tf.Tensor, seed: tf.Tensor, p: float = 0.5) -> tf.Tensor:
     """Mirror left-right with probability p."""
-    return maybe(seed, p, lambda x: tf.reverse(x, [1]), image)
+    return maybe(seed, p, mirror, image)

@@ -22,7 +22,7 @@ import tensorflow as tf
 from simpool_jax.data.ops.base import take_seed, when
 from simpool_jax.data.ops.color import blur, blur_radius, jitter_in_order, jitter_ranges, luma3, solarize_pixels
 from simpool_jax.data.ops.general import normalize, to_rgb
-from simpool_jax.data.ops.geometry import RRC_TRIES, rrc_box, resized_crop
+from simpool_jax.data.ops.geometry import RRC_TRIES, mirror, rrc_box, resized_crop
 from simpool_jax.data.registry import Example, Op, register
 
 FLIP_P, JITTER_P, GRAY_P = 0.5, 0.8, 0.2
@@ -60,7 +60,7 @@ def dino_view(image: tf.Tensor, view: dict[str, tf.Tensor], size: int, blur_p: f
     """One DINO view from its `draw_views` row: crop, flip and colour jitter, grayscale, blur,
     solarise, normalise. Ops whose probability is 0 for this crop's policy are left out of the graph."""
     x = resized_crop(image, *tf.unstack(view["box"]), size)
-    x = when(view["flip"], lambda y: tf.reverse(y, [1]), x)
+    x = when(view["flip"], mirror, x)
     x = when(view["jitter"], lambda y: jitter_in_order(y, view["order"], view["factors"]), x)
     x = when(view["gray"], luma3, x)
     if blur_p > 0:
