@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     from simpool_jax.data import make_eval_iterator
     from simpool_jax.evaluate.extract import extract_features
     from simpool_jax.evaluate.knn import knn_accuracy
+    from simpool_jax.host_memory import keep_cpu_scratch_memory
     from simpool_jax.parallel import make_mesh
+
+    keep_cpu_scratch_memory()
 
     try:
         model, variables, record = load_model(args.checkpoint)

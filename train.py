@@ -53,6 +53,10 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"error: {err}") from None
     import jax
 
+    from simpool_jax.host_memory import keep_cpu_scratch_memory
+
+    keep_cpu_scratch_memory()  # before anything else creates the backends
+
     from simpool_jax.train import loop
 
     config = _CONFIG.value

@@ -6,6 +6,11 @@ number of usable cores, pins the whole process to N cores with `os.sched_setaffi
 jax is imported (XLA:CPU sizes its intra-op thread pool from the schedulable CPUs), so both
 frameworks may use exactly N cores. `XLA_FLAGS` from the environment is passed through unchanged.
 
+Scratch memory: like train.py, `start` keeps XLA:CPU's per-step scratch block in the heap
+(simpool_jax/host_memory.py: glibc settings for the whole process, synchronous CPU dispatch);
+`--no-keep-scratch` leaves glibc's defaults. The glibc settings apply to PyTorch in the same
+process too; its step times measured the same with and without them (README).
+
 Timing protocol (`measure`): `warmup` untimed calls of each framework, then `iters` rounds; each
 round times one call of each framework back to back, alternating which goes first (ABBA...), so
 machine drift and any order effect hit both equally. The machine is shared, so each row also
@@ -56,6 +61,9 @@ def parse_bench_args(p: argparse.ArgumentParser, argv: list[str] | None, cases: 
     p.add_argument("--warmup", type=int, default=warmup, help="untimed calls per framework")
     p.add_argument("--threads", type=int, default=2, help="cores for both frameworks")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout, table on stderr")
+    p.add_argument("--no-keep-scratch", action="store_true",
+                   help="leave XLA:CPU's scratch memory to glibc's defaults (train.py and "
+                        "eval_knn.py keep it: simpool_jax/host_memory.py)")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                    help="before each case, wait up to SECONDS for a 5 s window in which other "
                         "processes use < 0.1 core (the machine is shared)")
@@ -83,6 +91,10 @@ def start(args: argparse.Namespace, with_torch: bool, settings: str) -> TextIO:
     cores = limit_cores(args.threads)
     import jax
 
+    from simpool_jax.host_memory import keep_cpu_scratch_memory
+
+    kept = not args.no_keep_scratch and keep_cpu_scratch_memory()
+
     versions = f"jax {jax.__version__} ({jax.devices()[0].device_kind})"
     if with_torch:
         import torch
@@ -91,7 +103,8 @@ def start(args: argparse.Namespace, with_torch: bool, settings: str) -> TextIO:
         versions += f", torch {torch.__version__}"
     table = sys.stderr if args.json else sys.stdout
     print(f"{versions}; threads={args.threads}, {cores}; "
-          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; {settings}, warmup {args.warmup}, "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; scratch memory kept: {kept}; "
+          f"{settings}, warmup {args.warmup}, "
           f"{args.iters} interleaved timed iters; load avg {os.getloadavg()}", file=table)
     return table
 
