@@ -17,7 +17,8 @@ Three settings keep the block:
 The price: the process keeps its peak host memory until it exits (the peak itself is unchanged),
 and Python waits for each CPU step before it dispatches the next (the input pipeline's prefetch
 threads still overlap the step). `GLIBC_TUNABLES` can set the malloc part, but only from outside
-the process, and not the dispatch. Off the CPU backend nothing is changed.
+the process, and not the dispatch. Without glibc nothing is changed; on a GPU / TPU backend only
+the CPU client (host-side computations) dispatches synchronously.
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ def keep_cpu_scratch_memory() -> bool:
     is made); once they exist it changes nothing and returns False. It initialises the backends
     itself, so on several hosts call it after `jax.distributed.initialize`.
     """
-    if xla_bridge.backends_are_initialized():
+    if xla_bridge.backends_are_initialized() or platform.libc_ver()[0] != "glibc":
         return False
     jax.config.update("jax_cpu_enable_async_dispatch", False)
-    if jax.default_backend() != "cpu" or platform.libc_ver()[0] != "glibc":
+    if jax.default_backend() != "cpu":
         return False
     libc = ctypes.CDLL("libc.so.6")
     for param, value in SETTINGS.items():
