@@ -38,10 +38,10 @@ tensor-core peaks (bf16; fp32 runs as TF32, JAX's default matmul precision on GP
 project's 2-vCPU machine pass `--peak-tflops 0.1984` (PERF_ANCHORS.md §0).
 
 Device-agnostic: runs on whatever `jax.devices()` is; on a GPU the reference runs on CUDA
-(`--no-torch` times ours alone where torch has no CUDA). `--dtype bfloat16`: ours computes the
-forward on bf16 copies of the params and crops (fp32 master weights, SimPool and the loss in
-fp32; make_dino_step has no compute-dtype switch, so the bench wraps the modules' `apply` the way
-`make_train_step`'s compute_dtype casts), the reference under `torch.autocast(bfloat16)`.
+(`--no-torch` times ours alone where torch has no CUDA). `--dtype bfloat16`: ours is make_dino_step's
+compute_dtype (the DINO trainer's `compute_dtype = "bfloat16"`: forward and backward on bf16
+copies of the params and crops, fp32 master weights, loss and state), the reference under
+`torch.autocast(bfloat16)`.
 Threads, timing (ABBA-interleaved rounds), contention column, `--wait-quiet`: bench/common.py.
 
     .venv/bin/python bench/dino_step.py                     # table
@@ -127,25 +127,6 @@ def schedules(config: dict) -> dict:
                                 config["warmup_steps"], o.get("min_lr", 0.0)),
             "wd": warmup_cosine(o["weight_decay"], total, 0, o["weight_decay_end"]),
             "momentum": warmup_cosine(config["dino"]["momentum_teacher"], total, 0, 1.0)}
-
-
-class ComputeDtype:
-    """`module.apply` on `dtype` copies of the params and floating inputs, floating outputs back
-    in float32: the mixed precision of `make_train_step`'s compute_dtype, for make_dino_step."""
-
-    def __init__(self, module: Any, dtype: Any):
-        self.module, self.dtype = module, dtype
-
-    def apply(self, variables: dict, *args: Any, **kwargs: Any) -> Any:
-        import jax
-        import jax.numpy as jnp
-
-        from simpool_jax.train.supervised import cast_tree
-
-        variables = dict(variables, params=cast_tree(variables["params"], self.dtype))
-        out = self.module.apply(variables, *cast_tree(args, self.dtype), **kwargs)
-        return jax.tree.map(
-            lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, out)
 
 
 class TorchDINOLoss:
@@ -273,11 +254,9 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
         "teacher_batch_stats": {}, "opt": optimizer.init(params),
         "center": jnp.zeros((1, model.head_kwargs["out_dim"]), jnp.float32),
         "step": jnp.asarray(first, jnp.int32)})
-    modules = (model, head)
-    if args.dtype == "bfloat16":
-        modules = tuple(ComputeDtype(m, jnp.bfloat16) for m in modules)
-    step = make_dino_step(modules[0], modules[0], modules[1], optimizer, schedules(config),
-                          ml_collections.ConfigDict({"dino": d}), config["steps_per_epoch"])
+    step = make_dino_step(model, model, head, optimizer, schedules(config),
+                          ml_collections.ConfigDict({"dino": d}), config["steps_per_epoch"],
+                          args.dtype)
     batch, key = jax.device_put(crops), jax.random.PRNGKey(0)
     t0 = time.perf_counter()
     compiled = jax.jit(step, donate_argnums=0).lower(state, batch, key).compile()

@@ -23,6 +23,7 @@ def get_config(arg: str = "simpool") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.trainer = "dino"
     c.seed = 0
+    c.compute_dtype = "float32"  # "bfloat16": bf16 forward / backward, float32 master weights
     c.image_size = 28
     c.model = dict(
         backbone="vit_tiny",

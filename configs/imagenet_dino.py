@@ -95,6 +95,7 @@ def get_config(arg: str = "vit_s,simpool") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.trainer = "dino"
     c.seed = 0
+    c.compute_dtype = "float32"  # the SimPool commands run fp32 (--use_fp16 False)
     c.image_size = 224
     c.model = dict(
         backbone=r["backbone"],

@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
+from simpool_jax.train.supervised import COMPUTE_DTYPES, cast_tree
+
 LAST_LAYER = ("head", "last_layer_v")
 LAST_LAYER_G = ("head", "last_layer_g")
 
@@ -142,11 +144,22 @@ class DinoOptimizer:
 
 
 def make_dino_step(model: Any, teacher_model: Any, head: Any, optimizer: DinoOptimizer,
-                   schedules: dict[str, Callable], config: Any, steps_per_epoch: int) -> Callable:
+                   schedules: dict[str, Callable], config: Any, steps_per_epoch: int,
+                   compute_dtype: str = "float32") -> Callable:
     """(state, batch {'global' (B,2,G,G,3), ['local' (B,N,L,L,3)]}, rng) -> (state, metrics).
 
-    model / teacher_model: the same architecture (the teacher may lack drop path)."""
+    model / teacher_model: the same architecture (the teacher may lack drop path).
+    compute_dtype 'bfloat16': student, teacher and head run on bf16 copies of their params and
+    crops, as the supervised step does (DINO's fp16 autocast, which the SimPool commands leave
+    off); the loss, centre, optimizer, EMA and the state stay float32."""
     d = config.dino
+    dtype = COMPUTE_DTYPES[compute_dtype]
+
+    def run(module: Any, params: dict, stats: dict, x: jax.Array, **kwargs: Any) -> Any:
+        out, mutated = module.apply({"params": cast_tree(params, dtype), "batch_stats": stats},
+                                    cast_tree(x, dtype), mutable=["batch_stats"], **kwargs)
+        return jax.tree.map(lambda y: y.astype(jnp.float32) if jnp.issubdtype(y.dtype, jnp.floating)
+                            else y, out), mutated
 
     def crop_major(x: jax.Array) -> jax.Array:
         return jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:])
@@ -161,27 +174,21 @@ def make_dino_step(model: Any, teacher_model: Any, head: Any, optimizer: DinoOpt
         n_crops = 2 + (batch["local"].shape[1] if "local" in batch else 0)
         temp = teacher_temperature(epoch, d.warmup_teacher_temp, d.teacher_temp,
                                    d.warmup_teacher_temp_epochs)
-        t_out, t_mut = teacher_model.apply(
-            {"params": state["teacher_params"], "batch_stats": state["teacher_batch_stats"]},
-            views[0], train=True, rngs={"dropout": jax.random.fold_in(rng, 1)},
-            mutable=["batch_stats"])
+        t_out, t_mut = run(teacher_model, state["teacher_params"], state["teacher_batch_stats"],
+                           views[0], train=True, rngs={"dropout": jax.random.fold_in(rng, 1)})
         teacher = jax.lax.stop_gradient(t_out["logits"])
 
         def loss_fn(params):
             stats = state["batch_stats"]
             features = []
             for i, view in enumerate(views):  # one backbone call per resolution, as the official
-                out, mut = model.apply({"params": params, "batch_stats": stats}, view, train=True,
-                                       with_head=False, mutable=["batch_stats"],
-                                       rngs={"dropout": jax.random.fold_in(rng, 10 + i)})
+                out, mut = run(model, params, stats, view, train=True, with_head=False,
+                               rngs={"dropout": jax.random.fold_in(rng, 10 + i)})
                 stats = {**stats, **mut.get("batch_stats", {})}
                 features.append(out["features"])
-            head_vars = {"params": params["head"]}
-            if "head" in stats:
-                head_vars["batch_stats"] = stats["head"]
-            logits, head_mut = head.apply(head_vars, jnp.concatenate(features), train=True,
-                                          mutable=["batch_stats"])
-            if "batch_stats" in head_mut:
+            logits, head_mut = run(head, params["head"], stats.get("head", {}),
+                                   jnp.concatenate(features), train=True)
+            if head_mut.get("batch_stats"):  # a head with BN
                 stats = {**stats, "head": head_mut["batch_stats"]}
             loss = dino_loss(logits, teacher, state["center"], n_crops, d.student_temp, temp)
             return loss, stats

@@ -5,7 +5,8 @@ drop path active; ViT / ResNet teachers have none), input (pp ending in dino_mul
 batch size), total_epochs / total_steps, optim (name adamw | lars, lr per 256 images — scaled by
 batch / 256 as the official code —, min_lr, warmup_epochs, weight_decay, weight_decay_end,
 b1, b2, momentum), dino (temperatures, centre momentum, clip_grad, freeze_last_layer_epochs,
-momentum_teacher), knn (train / test input configs, ks, temperature; optional), seed.
+momentum_teacher), knn (train / test input configs, ks, temperature; optional), seed,
+compute_dtype (float32 | bfloat16: bf16 forward and backward on float32 master weights; optional).
 Every log step after the lr warmup is checked for uniform / one-dimension collapse
 (`simpool_jax.train.collapse`), with a warning in the console and the metrics log.
 """
@@ -128,7 +129,8 @@ def build_job(config: Any, mesh: Any, workdir: Path) -> Job:
                 "center": jnp.zeros((1, out_dim), jnp.float32), "step": jnp.zeros((), jnp.int32)}
 
     state, shardings = create_sharded(init, mesh, jax.random.PRNGKey(config.seed))
-    step = make_dino_step(student, teacher, head, optimizer, schedules, config, steps_per_epoch)
+    step = make_dino_step(student, teacher, head, optimizer, schedules, config, steps_per_epoch,
+                          config.get("compute_dtype", "float32"))
 
     def train_batches(start_step: int):
         return make_train_iterator({**config.input, "seed": config.seed, "start_step": start_step},

@@ -18,7 +18,7 @@ CONFIG = ml_collections.ConfigDict(dict(dino=dict(
     center_momentum=0.9, clip_grad=3.0, freeze_last_layer_epochs=1, momentum_teacher=0.9)))
 
 
-def _setup(mesh):
+def _setup(mesh, compute_dtype="float32"):
     # No head BN and no beta: both give parameters whose exact gradient is 0 (a bias before BN,
     # beta before the final LN), where Adam turns reduction-order noise (~1e-9) into +-lr steps,
     # so 8 devices and 1 would differ there by design. Sharded BN is tested in tests/test_model.py.
@@ -42,7 +42,7 @@ def _setup(mesh):
     schedules = {"lr": warmup_cosine(1e-3, 10, 1), "wd": warmup_cosine(0.04, 10, 0, 0.4),
                  "momentum": warmup_cosine(0.9, 10, 0, 1.0)}
     step = make_dino_step(model, model, DINOHead(**model.head_kwargs), optimizer, schedules,
-                          CONFIG, steps_per_epoch=1)
+                          CONFIG, steps_per_epoch=1, compute_dtype=compute_dtype)
     state, _ = create_sharded(init, mesh, jax.random.PRNGKey(0))
     return state, jax.jit(step)
 
@@ -91,3 +91,22 @@ def test_eight_devices_equal_one(single):
         for name in ("params", "teacher_params", "center", "batch_stats", "opt"):
             for x, y in zip(jax.tree.leaves(a[name]), jax.tree.leaves(b[name])):
                 np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-5, err_msg=name)
+
+
+def test_bf16_step_keeps_float32_state_and_is_close_to_float32():
+    """compute_dtype='bfloat16': the step computes in bf16 (its loss differs from float32's) but
+    within bf16 accuracy (1 %), and the state keeps its tree and float32 leaves."""
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    batch = global_batch(mesh, _batches()[0])
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        state, step = _setup(mesh, dtype)
+        results[dtype] = step(state, batch, jax.random.PRNGKey(1))
+        # Same tree in and out: a changed structure would recompile the step every other call.
+        assert jax.tree.structure(results[dtype][0]) == jax.tree.structure(state)
+    (state32, m32), (state16, m16) = results["float32"], results["bfloat16"]
+    assert all(leaf.dtype in (jnp.float32, jnp.int32) for leaf in jax.tree.leaves(state16))
+    loss32, loss16 = float(m32["loss"]), float(m16["loss"])
+    assert loss16 != loss32 and abs(loss16 - loss32) < 0.01 * loss32
+    np.testing.assert_allclose(m16["grad_norm"], m32["grad_norm"], rtol=0.05)
+    np.testing.assert_allclose(state16["center"], state32["center"], rtol=0.02, atol=1e-3)
