@@ -38,10 +38,11 @@ tensor-core peaks (bf16; fp32 runs as TF32, JAX's default matmul precision on GP
 project's 2-vCPU machine pass `--peak-tflops 0.1984` (PERF_ANCHORS.md §0).
 
 Device-agnostic: runs on whatever `jax.devices()` is; on a GPU the reference runs on CUDA
-(`--no-torch` times ours alone where torch has no CUDA). `--dtype bfloat16`: ours is make_dino_step's
-compute_dtype (the DINO trainer's `compute_dtype = "bfloat16"`: forward and backward on bf16
-copies of the params and crops, fp32 master weights, loss and state), the reference under
-`torch.autocast(bfloat16)`.
+(`--no-torch` times ours alone where torch has no CUDA). `--dtype bfloat16` / `bfloat16_matmul`:
+ours is make_dino_step's compute_dtype (the DINO trainer's `compute_dtype`; `bfloat16`: forward
+and backward on bf16 copies of the params and crops; `bfloat16_matmul`: float32 activations, bf16
+operands in the products, torch.autocast's numerics; both keep fp32 master weights, loss and
+state), the reference under `torch.autocast(bfloat16)` in both.
 Threads, timing (ABBA-interleaved rounds), contention column, `--wait-quiet`: bench/common.py.
 
     .venv/bin/python bench/dino_step.py                     # table
@@ -88,7 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (module docstring)."""
     p = bench_parser(__doc__, CASES)
     p.add_argument("--batch-size", type=int, default=0, help="override the case's batch size")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "bfloat16_matmul"), default="float32",
+                   help="ours: make_dino_step's compute_dtype; the reference: float32, or "
+                        "torch.autocast(bfloat16) for both bf16 modes")
     p.add_argument("--no-torch", action="store_true", help="time ours alone")
     p.add_argument("--peak-tflops", type=float, default=0.0,
                    help="device peak for MFU (default: known GPUs only)")
@@ -195,7 +198,7 @@ def peak_flops(args: argparse.Namespace, device_kind: str) -> float | None:
         return args.peak_tflops * 1e12
     for name, (fp32, bf16) in GPU_PEAK_TFLOPS.items():
         if name in device_kind:
-            return (bf16 if args.dtype == "bfloat16" else fp32) * 1e12
+            return (fp32 if args.dtype == "float32" else bf16) * 1e12
     return None
 
 
@@ -300,7 +303,7 @@ def torch_step(student, teacher, adamw, crops: dict, values: dict, temp: float, 
     dino_loss = TorchDINOLoss(config["model"]["head_kwargs"]["out_dim"], len(images),
                               d["student_temp"], d["center_momentum"], device)
     decay_group = next(group for group in adamw.param_groups if group["weight_decay"])
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype != "float32")
     it = {"step": 0}
 
     def step() -> tuple[float, float]:
@@ -342,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     table = start(args, with_torch=not args.no_torch,
                   settings=f"{args.dtype}, one full DINO step per call")
     print_header(table, f"{FIRST_STEP_HEADER}   GFLOP/step  ours TFLOP/s  MFU")
-    tolerance = 3e-2 if args.dtype == "bfloat16" else 1e-3  # of the first-step check
+    tolerance = 1e-3 if args.dtype == "float32" else 3e-2  # of the first-step check
     for case in args.models:
         r = run_case(case, args)
         flops = ("-" if r["gflop_per_step"] is None

@@ -23,7 +23,9 @@ def get_config(arg: str = "simpool") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.trainer = "dino"
     c.seed = 0
-    c.compute_dtype = "float32"  # "bfloat16": bf16 forward / backward, float32 master weights
+    # "bfloat16_matmul": bf16 products, float32 elsewhere (torch.autocast's numerics; the faster
+    # bf16 mode on CPU); "bfloat16": bf16 activations too. Both keep float32 master weights.
+    c.compute_dtype = "float32"
     c.image_size = 28
     c.model = dict(
         backbone="vit_tiny",

@@ -16,7 +16,7 @@ import jax
 
 from simpool_jax.heads import DINOHead
 from simpool_jax.models import backbone_family, get_backbone
-from simpool_jax.models.layers import LayerNorm, trunc_normal_02
+from simpool_jax.models.layers import Dense, LayerNorm, trunc_normal_02
 from simpool_jax.pooling import get_pooler
 
 NORM_PLACEMENTS = ("before", "after", "none")
@@ -71,7 +71,7 @@ class Model(nn.Module):
         if self.head == "linear":
             # Per-vector classifier, max over the k logits (the paper's Slot read-out); for
             # (B, D') features the max runs over nothing.
-            logits = nn.Dense(self.num_classes, kernel_init=trunc_normal_02, name="head")(vectors)
+            logits = Dense(self.num_classes, kernel_init=trunc_normal_02, name="head")(vectors)
             result["logits"] = logits.max(axis=1) if logits.ndim == 3 else logits
         elif self.head == "dino":
             result["logits"] = DINOHead(**(self.head_kwargs or {}), name="head")(features, train)

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from simpool_jax.models.matmul import matmul
+
 
 def gelu(x: jax.Array) -> jax.Array:
     """torch.nn.GELU(): the exact x/2 (1 + erf(x/sqrt 2)), in PyTorch's own formula.
@@ -31,57 +33,6 @@ LayerNorm = functools.partial(nn.LayerNorm, epsilon=1e-6, use_fast_variance=Fals
 trunc_normal_02 = nn.initializers.truncated_normal(stddev=0.02, lower=-100.0, upper=100.0)
 
 
-def _transposed_copy(x: jax.Array) -> jax.Array:
-    """x.T (2-D) as a row-major copy, not a transposed view.
-
-    XLA folds a plain x.T into the layout of the dot that reads it, and XLA:CPU runs a bf16 dot
-    on its bf16 kernels only when neither operand is transposed: otherwise it converts both to
-    float32 first (half the speed). Splitting the columns before the transpose cannot be
-    folded, so the copy is made. Odd widths keep the plain transpose (correct, slower)."""
-    m, k = x.shape
-    if k % 2:
-        return x.T
-    return jnp.transpose(x.reshape(m, k // 2, 2), (1, 2, 0)).reshape(k, m)
-
-
-def _f32_product(a: jax.Array, b: jax.Array, like: jax.Array | None = None) -> jax.Array:
-    """a @ b into float32. `like`: sharded as this array, which an explicit-axes mesh needs when
-    the contracted rows are sharded (the weight gradient), as JAX's own dot transpose does."""
-    out_sharding = None if like is None else jax.typeof(like).sharding
-    return jax.lax.dot(a, b, preferred_element_type=jnp.float32, out_sharding=out_sharding)
-
-
-@jax.custom_vjp
-def bf16_dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
-    """x @ kernel + bias for bf16 (m, k) x (k, n) on XLA:CPU, every product on bf16 kernels.
-
-    Each of the three products (forward, input and weight gradients) multiplies bf16 operands
-    into a float32 result; the bias is added, and its gradient summed, in float32 before one
-    rounding to bf16. XLA:CPU's own lowering of a bf16 dot converts the operands to float32 and
-    runs the float32 kernel (no faster than float32 training), adds the bias in bf16 and sums
-    the bias gradient with a bf16 reduce-window: on one Zen 4 core the Fashion-MNIST DINO step
-    in bf16 took longer than in float32. These are the numerics of torch.autocast(bfloat16):
-    bf16 operands, float32 accumulation.
-    """
-    y = _f32_product(x, kernel)
-    return (y if bias is None else y + bias.astype(jnp.float32)).astype(x.dtype)
-
-
-def _bf16_dense_fwd(x, kernel, bias):
-    return bf16_dense(x, kernel, bias), (x, kernel, bias)
-
-
-def _bf16_dense_bwd(residuals, g):
-    x, kernel, bias = residuals
-    dx = _f32_product(g, _transposed_copy(kernel)).astype(x.dtype)
-    dkernel = _f32_product(_transposed_copy(x), g, like=kernel).astype(kernel.dtype)
-    dbias = None if bias is None else g.astype(jnp.float32).sum(0).astype(bias.dtype)
-    return dx, dkernel, dbias
-
-
-bf16_dense.defvjp(_bf16_dense_fwd, _bf16_dense_bwd)
-
-
 class Dense(nn.Dense):
     """nn.Dense (same parameters, init and names) applied to its input flattened to 2-D.
 
@@ -90,8 +41,8 @@ class Dense(nn.Dense):
     copy of the cotangent followed by an unfused dot: 8.8 ms instead of 3.0 ms for a
     (128, 49, 96) -> 384 layer on one core, where PyTorch takes 2.7 ms. On the flattened input
     it is one plain matmul. The reshapes are free (bitcasts), on every backend.
-    In bf16 on the CPU backend the product is `bf16_dense`; in float32, and on other backends,
-    it is nn.Dense's dot_general plus bias (nn.Dense's dot_general overrides are not used).
+    The product is `simpool_jax.models.matmul.matmul`: bf16 products (and float32 ones inside
+    `bf16_matmuls()`) go to its bf16 kernels path; nn.Dense's dot_general overrides are not used.
     """
 
     @nn.compact
@@ -102,13 +53,7 @@ class Dense(nn.Dense):
                 if self.use_bias else None)
         rows, kernel, bias = self.promote_dtype(x.reshape(-1, x.shape[-1]), kernel, bias,
                                                 dtype=self.dtype)
-        if rows.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
-            y = bf16_dense(rows, kernel, bias)
-        else:
-            y = jax.lax.dot_general(rows, kernel, (((1,), (0,)), ((), ())),
-                                    precision=self.precision)
-            y = y if bias is None else y + bias
-        return y.reshape(*x.shape[:-1], self.features)
+        return matmul(rows, kernel, bias, self.precision).reshape(*x.shape[:-1], self.features)
 
 
 class DropPath(nn.Module):
@@ -173,7 +118,7 @@ class PatchEmbed(nn.Module):
         patches = images[:, :gh * p, :gw * p].reshape(b, gh, p, gw * p, c).reshape(b, gh, p, gw, p, c)
         patches = patches.transpose(0, 1, 3, 2, 4, 5).reshape(b, gh, gw, p * p * c)
         patches = patches.reshape(b * gh * gw, p * p * c)  # 2-D, see `Dense`; one merge per reshape
-        return (patches @ kernel.reshape(p * p * c, self.width) + bias).reshape(b, gh, gw, self.width)
+        return matmul(patches, kernel.reshape(p * p * c, self.width), bias).reshape(b, gh, gw, self.width)
 
 
 class DepthwiseConv(nn.Module):

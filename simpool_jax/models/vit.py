@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from simpool_jax.models.base import BackboneOutput
 from simpool_jax.models.layers import (Dense, DropPath, LayerNorm, Mlp, PatchEmbed, drop_path_rates,
                                       fusion_fence, trunc_normal_02)
+from simpool_jax.models.matmul import matmul
 from simpool_jax.models.posemb import resample_grid
 
 VIT_SIZES = {
@@ -38,10 +39,10 @@ class Attention(nn.Module):
         # form into one slow loop (ViT-S forward 0.68x PyTorch); batched `@` on this layout
         # goes to its fast dot kernels. Scaling q first, as timm does.
         q, k, v = qkv.reshape(b, n, 3, self.num_heads, dh).transpose(2, 0, 3, 1, 4)
-        attn = jax.nn.softmax((q * dh**-0.5) @ k.swapaxes(-1, -2), axis=-1)
+        attn = jax.nn.softmax(matmul(q * dh**-0.5, k.swapaxes(-1, -2)), axis=-1)
         # Kept only when the caller makes 'intermediates' mutable (attention maps of CLS models).
         self.sow("intermediates", "attention", attn)
-        out = (attn @ v).transpose(0, 2, 1, 3).reshape(b, n, d)
+        out = matmul(attn, v).transpose(0, 2, 1, 3).reshape(b, n, d)
         return Dense(d, kernel_init=trunc_normal_02, name="proj")(out)
 
 

@@ -9,8 +9,9 @@ For tokens X (B, N, d), per sample:
     gamma:      v_n = z_n - m + eps,  u = (sum_n a_n v_n^gamma)^(1/gamma)  [+ beta]
 where m is the minimum of Z over the whole batch (official, `min_over='batch'`) or over each
 sample (the paper's definition, `min_over='sample'`). The shift is not undone. There is no value
-or output projection. Computed in float32 whatever the input dtype: the min-shift and the two
-powers are where bf16 would lose the features.
+or output projection. Computed in float32 whatever the input dtype, products included (also
+inside `bf16_matmuls()`): the min-shift and the two powers are where bf16 would lose the
+features, and the published runs were float32 throughout.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from simpool_jax.models.layers import Dense, LayerNorm, trunc_normal_02
+from simpool_jax.models.matmul import bf16_matmuls
 
 MIN_OVER = ("batch", "sample")
 
@@ -45,7 +47,10 @@ class SimPool(nn.Module):
     ) -> tuple[jax.Array, jax.Array]:
         if self.min_over not in MIN_OVER:
             raise ValueError(f"SimPool min_over={self.min_over!r} not in {MIN_OVER}")
-        x = tokens.astype(jnp.float32)
+        with bf16_matmuls(False):
+            return self._pool(tokens.astype(jnp.float32))
+
+    def _pool(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         d = x.shape[-1]
         query_init = x.mean(axis=1)
         z = LayerNorm(name="norm_patches", dtype=jnp.float32)(x)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
-from simpool_jax.train.supervised import COMPUTE_DTYPES, cast_tree
+from simpool_jax.train.supervised import apply_in, check_compute_dtype
 
 LAST_LAYER = ("head", "last_layer_v")
 LAST_LAYER_G = ("head", "last_layer_g")
@@ -149,15 +149,16 @@ def make_dino_step(model: Any, teacher_model: Any, head: Any, optimizer: DinoOpt
     """(state, batch {'global' (B,2,G,G,3), ['local' (B,N,L,L,3)]}, rng) -> (state, metrics).
 
     model / teacher_model: the same architecture (the teacher may lack drop path).
-    compute_dtype 'bfloat16': student, teacher and head run on bf16 copies of their params and
-    crops, as the supervised step does (DINO's fp16 autocast, which the SimPool commands leave
-    off); the loss, centre, optimizer, EMA and the state stay float32."""
+    compute_dtype: student, teacher and head compute as `supervised.apply_in` says ('bfloat16':
+    bf16 copies of params and crops; 'bfloat16_matmul': bf16 operands in the products only), as
+    the supervised step does (DINO's fp16 autocast, which the SimPool commands leave off); the
+    loss, centre, optimizer, EMA and the state stay float32."""
     d = config.dino
-    dtype = COMPUTE_DTYPES[compute_dtype]
+    check_compute_dtype(compute_dtype)
 
     def run(module: Any, params: dict, stats: dict, x: jax.Array, **kwargs: Any) -> Any:
-        out, mutated = module.apply({"params": cast_tree(params, dtype), "batch_stats": stats},
-                                    cast_tree(x, dtype), mutable=["batch_stats"], **kwargs)
+        out, mutated = apply_in(compute_dtype, module, {"params": params, "batch_stats": stats},
+                                x, mutable=["batch_stats"], **kwargs)
         return jax.tree.map(lambda y: y.astype(jnp.float32) if jnp.issubdtype(y.dtype, jnp.floating)
                             else y, out), mutated
 

@@ -6,7 +6,8 @@ batch size), total_epochs / total_steps, optim (name adamw | lars, lr per 256 im
 batch / 256 as the official code —, min_lr, warmup_epochs, weight_decay, weight_decay_end,
 b1, b2, momentum), dino (temperatures, centre momentum, clip_grad, freeze_last_layer_epochs,
 momentum_teacher), knn (train / test input configs, ks, temperature; optional), seed,
-compute_dtype (float32 | bfloat16: bf16 forward and backward on float32 master weights; optional).
+compute_dtype (float32 | bfloat16 | bfloat16_matmul, `supervised.apply_in`: bf16 forward and
+backward on float32 master weights; optional).
 Every log step after the lr warmup is checked for uniform / one-dimension collapse
 (`simpool_jax.train.collapse`), with a warning in the console and the metrics log.
 """

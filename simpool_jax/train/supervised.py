@@ -3,8 +3,8 @@
 loss = cross-entropy(logits, targets) with targets the (possibly mixed / smoothed) label
 distribution; integer labels are one-hot encoded here with `label_smoothing`. BatchNorm
 statistics are updated from the global batch (the mean runs over the sharded batch axis under
-jit, like SyncBN). Optional model EMA of params and BN statistics. Optional bf16 compute: params
-stay fp32, the forward runs on bf16 copies (SimPool itself always computes in fp32).
+jit, like SyncBN). Optional model EMA of params and BN statistics. Optional bf16 compute
+(`apply_in`): params stay float32 (SimPool itself always computes in float32).
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+from simpool_jax.models.matmul import bf16_matmuls
+
+COMPUTE_DTYPES = ("float32", "bfloat16", "bfloat16_matmul")
 
 
 def targets_of(labels: jax.Array, num_classes: int, label_smoothing: float) -> jax.Array:
@@ -34,12 +36,37 @@ def cast_tree(tree: Any, dtype: Any) -> Any:
                         tree)
 
 
+def check_compute_dtype(compute_dtype: str) -> None:
+    """A readable error for a config's compute_dtype outside COMPUTE_DTYPES."""
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"compute_dtype={compute_dtype!r}: expected one of {COMPUTE_DTYPES}")
+
+
+def apply_in(compute_dtype: str, module: Any, variables: dict, inputs: Any, **kwargs: Any) -> Any:
+    """module.apply(variables, inputs, **kwargs) computed in `compute_dtype`:
+      'float32'          as is;
+      'bfloat16'         on bf16 copies of the params and inputs: bf16 activations and products
+                         (BN statistics stay float32);
+      'bfloat16_matmul'  on the float32 params and inputs, the layers' products multiplying bf16
+                         copies of their operands into float32 (`bf16_matmuls`): the numerics of
+                         torch.autocast(bfloat16) for matmuls, float32 for everything else.
+    On XLA:CPU the last is the faster bf16 mode: it converts every bf16 elementwise op to float32
+    and back, one rounding per op (Fashion-MNIST DINO step 0.445 s in 'bfloat16', 0.36 s here).
+    """
+    check_compute_dtype(compute_dtype)
+    if compute_dtype == "bfloat16":
+        variables = {**variables, "params": cast_tree(variables["params"], jnp.bfloat16)}
+        inputs = cast_tree(inputs, jnp.bfloat16)
+    with bf16_matmuls(compute_dtype == "bfloat16_matmul"):
+        return module.apply(variables, inputs, **kwargs)
+
+
 def make_train_step(model: Any, tx: optax.GradientTransformation, lr: Callable,
                     num_classes: int, label_smoothing: float = 0.0, ema_decay: float = 0.0,
                     compute_dtype: str = "float32") -> Callable:
     """(state, batch {'image', 'label' and/or soft 'labels'}, rng) -> (state, metrics); jit it
     with donation."""
-    dtype = COMPUTE_DTYPES[compute_dtype]
+    check_compute_dtype(compute_dtype)
 
     def step(state: dict, batch: dict, rng: jax.Array) -> tuple[dict, dict]:
         rng = jax.random.fold_in(rng, state["step"])
@@ -48,9 +75,9 @@ def make_train_step(model: Any, tx: optax.GradientTransformation, lr: Callable,
                    else targets_of(batch["label"], num_classes, label_smoothing))
 
         def loss_fn(params):
-            variables = {"params": cast_tree(params, dtype), "batch_stats": state["batch_stats"]}
-            out, mutated = model.apply(variables, cast_tree(batch["image"], dtype), train=True,
-                                       rngs={"dropout": rng}, mutable=["batch_stats"])
+            variables = {"params": params, "batch_stats": state["batch_stats"]}
+            out, mutated = apply_in(compute_dtype, model, variables, batch["image"], train=True,
+                                    rngs={"dropout": rng}, mutable=["batch_stats"])
             logits = out["logits"].astype(jnp.float32)
             return optax.softmax_cross_entropy(logits, targets).mean(), (logits, mutated)
 

@@ -2,8 +2,9 @@
 
 Config keys used here: model (build_model), input / eval_input (simpool_jax.data iterators;
 batch sizes are global), image_size, total_epochs or total_steps, optim (make_optimizer; also
-warmup_epochs), label_smoothing, ema_decay, compute_dtype, seed. Evaluation reports top-1 / top-5
-of the raw weights and, with EMA, of the EMA weights, over the whole eval split exactly once.
+warmup_epochs), label_smoothing, ema_decay, compute_dtype (`supervised.apply_in`), seed.
+Evaluation reports top-1 / top-5 of the raw weights and, with EMA, of the EMA weights, over the
+whole eval split exactly once.
 """
 
 from __future__ import annotations

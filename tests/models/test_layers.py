@@ -1,7 +1,5 @@
 """Stochastic depth and the numerics pinned in simpool_jax.models.layers."""
 
-import re
-
 import chex
 import flax.linen as nn
 import jax
@@ -15,7 +13,6 @@ from simpool_jax.models.layers import (
     gelu,
 )
 
-
 def test_drop_path_drops_whole_samples_at_the_rate_and_rescales():
     x = jnp.ones((20000, 3, 4))
     y = np.asarray(DropPath(0.3).apply({}, x, False, rngs={"dropout": jax.random.PRNGKey(0)}))
@@ -25,11 +22,9 @@ def test_drop_path_drops_whole_samples_at_the_rate_and_rescales():
     assert abs(dropped - 0.3) < 4 * np.sqrt(0.3 * 0.7 / len(y))
     np.testing.assert_array_equal(DropPath(0.3).apply({}, x, True), x)
 
-
 def test_drop_path_rates_match_torch_linspace():
     np.testing.assert_allclose(drop_path_rates(0.4, 36), torch.linspace(0, 0.4, 36).numpy(), atol=1e-7)
     assert drop_path_rates(0.1, 1) == [0.0]
-
 
 def test_gelu_is_exact_and_layernorm_matches_torch():
     x = np.linspace(-12, 12, 20001, dtype=np.float32)  # both tails: erf saturates, x/2 (1 + erf) -> 0
@@ -39,7 +34,6 @@ def test_gelu_is_exact_and_layernorm_matches_torch():
     ours = LayerNorm().apply({"params": {"scale": jnp.ones(16), "bias": jnp.zeros(16)}}, h)
     ref = torch.nn.functional.layer_norm(torch.from_numpy(h), (16,), eps=1e-6).numpy()
     np.testing.assert_allclose(ours, ref, atol=2e-5)
-
 
 def test_depthwise_conv_matches_torch_grouped_conv_and_keeps_nn_conv_params():
     rng = np.random.default_rng(0)
@@ -60,7 +54,6 @@ def test_depthwise_conv_matches_torch_grouped_conv_and_keeps_nn_conv_params():
                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                            feature_group_count=5)
     np.testing.assert_allclose(depthwise_conv_shifted(x, kernel), grouped, atol=2e-5)
-
 
 @pytest.mark.parametrize("k", [7, 3])
 def test_depthwise_conv_gradients_match_torch_grouped_conv(k):
@@ -86,13 +79,11 @@ def test_depthwise_conv_gradients_match_torch_grouped_conv(k):
     assert dx16.dtype == jnp.bfloat16 and dk16.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(dk16), dk, rtol=0.05, atol=0.3)
 
-
 def _transposes_in_compiled_weight_gradient(layer: nn.Module, x: np.ndarray) -> tuple[list, dict]:
     variables = layer.init(jax.random.PRNGKey(0), x)
     grad = jax.jit(jax.grad(lambda v: jnp.sum(jnp.sin(layer.apply(v, x)))))
     hlo = grad.lower(variables).compile().as_text()
     return [line for line in hlo.splitlines() if " transpose(" in line], grad(variables)
-
 
 def test_dense_is_nn_dense_without_the_cotangent_transpose():
     """Same parameters, init, outputs and gradients as nn.Dense on a (b, n, d) input; in the
@@ -109,72 +100,6 @@ def test_dense_is_nn_dense_without_the_cotangent_transpose():
         assert transposes == [] and len(transposes_nn) == 1, (transposes, transposes_nn)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_nn)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-
-
-def _bf16_dense_case(use_bias: bool):
-    """bf16 params and input (the trainers' compute_dtype cast), (2, 24, 40) -> 56 features, and
-    the float64 products of the same bf16 values: output, and the gradients of sum(y * c)."""
-    rng = np.random.default_rng(5)
-    x = jnp.asarray(rng.standard_normal((2, 24, 40)), jnp.bfloat16)
-    params = jax.tree.map(lambda p: p.astype(jnp.bfloat16),
-                          Dense(56, use_bias=use_bias).init(jax.random.PRNGKey(2), x))
-    if use_bias:
-        params["params"]["bias"] = jnp.asarray(rng.standard_normal(56), jnp.bfloat16)
-    c = jnp.asarray(rng.standard_normal((2, 24, 56)), jnp.bfloat16)
-    f64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
-    rows, kernel, g = f64(x).reshape(48, 40), f64(params["params"]["kernel"]), f64(c).reshape(48, 56)
-    ref = {"y": rows @ kernel + (f64(params["params"]["bias"]) if use_bias else 0.0),
-           "dx": (g @ kernel.T).reshape(2, 24, 40), "dkernel": rows.T @ g, "dbias": g.sum(0)}
-    return x, params, c, ref
-
-
-@pytest.mark.parametrize("use_bias", [True, False])
-def test_dense_in_bf16_matches_float64_products_of_the_bf16_values(use_bias):
-    """Output and all three gradients are the float64 results rounded once to bf16 (float32
-    accumulation): within half a bf16 ulp plus the float32 sum's error, for any transpose or
-    operand mix-up the error would be of the order of the values themselves."""
-    x, params, c, ref = _bf16_dense_case(use_bias)
-    dense = Dense(56, use_bias=use_bias)
-    y, vjp = jax.vjp(lambda p, x: dense.apply(p, x), params, x)
-    dparams, dx = vjp(c)
-    assert y.dtype == dx.dtype == dparams["params"]["kernel"].dtype == jnp.bfloat16
-    got = {"y": y.reshape(48, 56), "dx": dx, "dkernel": dparams["params"]["kernel"]}
-    if use_bias:
-        got["dbias"] = dparams["params"]["bias"]
-    for name, value in got.items():
-        value = np.asarray(value, np.float64)
-        np.testing.assert_allclose(value, ref[name], rtol=2**-8, atol=1e-3 * np.abs(ref[name]).max(),
-                                   err_msg=name)
-
-
-def _dot_operand_dtypes(hlo_text: str) -> list[tuple[str, ...]]:
-    """The element types of every dot's operands in compiled HLO text, computation by
-    computation (parameter names repeat across computations)."""
-    found = []
-    for block in re.split(r"\n(?=\S)", hlo_text):
-        types = dict(re.findall(r"([\w.\-]+): (\w+)\[", block.split("\n")[0]))
-        types.update(re.findall(r"%([\w.\-]+) = (\w+)\[", block))
-        for args in re.findall(r" dot\(([^)]*)\)", block):
-            found.append(tuple(types[a.strip().lstrip("%")] for a in args.split(",")))
-    return found
-
-
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's bf16 dot lowering")
-def test_dense_in_bf16_multiplies_bf16_operands_on_cpu():
-    """All three products of the compiled bf16 gradient (forward, input and weight gradients)
-    read bf16 operands. XLA:CPU's own lowering (nn.Dense) converts them to float32 first and
-    runs the float32 kernel: no faster than float32 training."""
-    x, params, c, _ = _bf16_dense_case(True)
-
-    def dot_operands(module):
-        def loss(p, x):
-            return jnp.sum(jnp.square(module.apply(p, x).astype(jnp.float32)) * c.astype(jnp.float32))
-        return _dot_operand_dtypes(
-            jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, x).compile().as_text())
-
-    assert dot_operands(Dense(56)) == [("bf16", "bf16")] * 3
-    assert dot_operands(nn.Dense(56)) == [("f32", "f32")] * 3
-
 
 def test_patch_embed_matches_torch_strided_conv_and_inits_as_nn_conv():
     rng = np.random.default_rng(1)
@@ -194,32 +119,6 @@ def test_patch_embed_matches_torch_strided_conv_and_inits_as_nn_conv():
     conv_init = nn.Conv(8, (4, 4), strides=(4, 4), padding="VALID").init(key, x)["params"]
     ours_init = PatchEmbed(8, 4).init(key, x)["params"]
     jax.tree.map(np.testing.assert_array_equal, ours_init, conv_init)
-
-
-@pytest.mark.parametrize("axis_type", ["Explicit", "Auto"])
-def test_dense_in_bf16_gradient_on_a_batch_sharded_mesh(axis_type):
-    """Rows sharded over 4 devices: the weight gradient contracts the sharded rows, which an
-    explicit-axes mesh refuses without an output sharding. Same gradients as one device, to
-    within one bf16 rounding of the float32 partial sums."""
-    from jax.sharding import AxisType, NamedSharding, PartitionSpec
-
-    mesh = jax.make_mesh((4,), ("data",), axis_types=(getattr(AxisType, axis_type),))
-    x, params, c, _ = _bf16_dense_case(True)
-    x, c = jnp.tile(x, (2, 1, 1)), jnp.tile(c, (2, 1, 1))  # batch 4, one example per device
-
-    def grads(p, x):
-        def loss(p, x):
-            return jnp.sum(Dense(56).apply(p, x).astype(jnp.float32) * c.astype(jnp.float32))
-        return jax.grad(loss, argnums=(0, 1))(p, x)
-
-    expected = jax.jit(grads)(params, x)
-    with jax.set_mesh(mesh):
-        sharded = jax.device_put(x, NamedSharding(mesh, PartitionSpec("data")))
-        got = jax.jit(grads)(jax.device_put(params, NamedSharding(mesh, PartitionSpec())), sharded)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
-        b = np.asarray(b, np.float32)
-        np.testing.assert_allclose(np.asarray(a, np.float32), b, rtol=2**-8, atol=1e-6)
-
 
 def test_patch_embed_on_a_batch_sharded_under_an_explicit_axes_mesh():
     """jax.make_mesh's default (explicit) axes: the reshapes must keep the batch sharding."""

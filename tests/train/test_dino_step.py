@@ -93,18 +93,19 @@ def test_eight_devices_equal_one(single):
                 np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-5, err_msg=name)
 
 
-def test_bf16_step_keeps_float32_state_and_is_close_to_float32():
-    """compute_dtype='bfloat16': the step computes in bf16 (its loss differs from float32's) but
-    within bf16 accuracy (1 %), and the state keeps its tree and float32 leaves."""
+@pytest.mark.parametrize("compute_dtype", ["bfloat16", "bfloat16_matmul"])
+def test_bf16_step_keeps_float32_state_and_is_close_to_float32(compute_dtype):
+    """Either bf16 mode: the step computes in bf16 (its loss differs from float32's) but within
+    bf16 accuracy (1 %), and the state keeps its tree and float32 leaves."""
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
     batch = global_batch(mesh, _batches()[0])
     results = {}
-    for dtype in ("float32", "bfloat16"):
+    for dtype in ("float32", compute_dtype):
         state, step = _setup(mesh, dtype)
         results[dtype] = step(state, batch, jax.random.PRNGKey(1))
         # Same tree in and out: a changed structure would recompile the step every other call.
         assert jax.tree.structure(results[dtype][0]) == jax.tree.structure(state)
-    (state32, m32), (state16, m16) = results["float32"], results["bfloat16"]
+    (state32, m32), (state16, m16) = results["float32"], results[compute_dtype]
     assert all(leaf.dtype in (jnp.float32, jnp.int32) for leaf in jax.tree.leaves(state16))
     loss32, loss16 = float(m32["loss"]), float(m16["loss"])
     assert loss16 != loss32 and abs(loss16 - loss32) < 0.01 * loss32
