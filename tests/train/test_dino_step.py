@@ -111,3 +111,18 @@ def test_bf16_step_keeps_float32_state_and_is_close_to_float32(compute_dtype):
     assert loss16 != loss32 and abs(loss16 - loss32) < 0.01 * loss32
     np.testing.assert_allclose(m16["grad_norm"], m32["grad_norm"], rtol=0.05)
     np.testing.assert_allclose(state16["center"], state32["center"], rtol=0.02, atol=1e-3)
+
+
+def test_bf16_matmul_step_on_a_data_fsdp_mesh_equals_one_device():
+    """compute_dtype='bfloat16_matmul' on a 4 x 2 data x fsdp mesh (the bf16 products' custom
+    gradient with sharded rows and fsdp-sharded weights): the three steps' losses equal one
+    device's."""
+    losses = {}
+    for name, mesh in (("one", jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))),
+                       ("4x2", make_mesh((("data", 4), ("fsdp", 2))))):
+        state, step = _setup(mesh, "bfloat16_matmul")
+        losses[name] = []
+        for batch in _batches():
+            state, metrics = step(state, global_batch(mesh, batch), jax.random.PRNGKey(1))
+            losses[name].append(float(metrics["loss"]))
+    np.testing.assert_allclose(losses["4x2"], losses["one"], rtol=1e-5)
