@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from simpool_jax.evaluate.attention import upsample_nearest
 from simpool_jax.evaluate.datasets import FASHION_MNIST_PP
@@ -132,11 +133,13 @@ def attention_maps(model: Any, variables: dict, images: Any, source: str = "auto
     """((n, N) maps, token grid (h, w), source used) for NHWC `images` (module docstring).
 
     'auto' = 'pooler' if the pooler returns attention, else 'cls' if the ViT has a class token,
-    else 'token_norm'. The grid is the backbone's own, not a square root of N.
+    else 'token_norm'. The grid is the backbone's own, not a square root of N. With several
+    processes every one of them calls it and gets all the maps.
     """
     source, grid = resolve_source(model, variables, images, source)
-    maps = np.asarray(jax.device_get(map_function(model, variables, source)(images)))
-    return maps, grid, source
+    maps = multihost_utils.process_allgather(map_function(model, variables, source)(images),
+                                             tiled=True)
+    return np.asarray(maps), grid, source
 
 
 def with_foreground(pp: str, size: tuple[int, int]) -> list:
@@ -166,7 +169,9 @@ def fashion_mnist_iou(model: Any, variables: dict, *, split: str = "test", limit
 
     The mask is the raw uint8 image's pixels > 0; the model sees the image through `pp` (the k-NN
     evaluation's by default). Batches are sharded over `mesh` (default: all devices on 'data');
-    the padding examples of the last batch are masked out, so each image counts once.
+    the padding examples of the last batch are masked out, so each image counts once. With several
+    processes every one of them calls it, reads its own shard of the split and gets the mean over
+    all of them.
     """
     from simpool_jax.data import make_eval_iterator
     from simpool_jax.parallel import make_mesh
@@ -179,9 +184,10 @@ def fashion_mnist_iou(model: Any, variables: dict, *, split: str = "test", limit
         if maps is None:
             source, grid = resolve_source(model, variables, batch["image"], source)
             maps = map_function(model, variables, source)
-        real = np.asarray(jax.device_get(batch["mask"]), bool)
-        attention = np.asarray(jax.device_get(maps(batch["image"])))[real]
-        masks = np.asarray(jax.device_get(batch[FOREGROUND_KEY]), bool)[real]
-        ious.append(foreground_iou(attention, grid, masks, mass))
+        attention, real, masks = multihost_utils.process_allgather(
+            (maps(batch["image"]), batch["mask"], batch[FOREGROUND_KEY]), tiled=True)
+        real = np.asarray(real, bool)
+        ious.append(foreground_iou(np.asarray(attention)[real], grid,
+                                   np.asarray(masks, bool)[real], mass))
     ious = np.concatenate(ious)
     return {"mean_iou": float(ious.mean()), "n": int(len(ious)), "source": source, "mass": mass}

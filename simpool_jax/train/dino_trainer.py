@@ -22,6 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from simpool_jax.data import check_eval_batches, get_dataset, make_eval_iterator, make_train_iterator
 from simpool_jax.evaluate.attention import save_attention_grid
@@ -63,12 +64,15 @@ def dino_schedules(config: Any, optim: dict, total_steps: int) -> dict[str, Call
 
 
 def save_attention_figure(model: Any, variables: dict, batch: dict, path: Path, n: int = 8) -> None:
-    """The teacher's attention over the first `n` images of an eval batch: the pooler's, else the
-    CLS attention, else the token-norm stand-in (`attention_maps` 'auto')."""
-    images = np.asarray(batch["image"][:n])
+    """The teacher's attention over the first `n` images of a global eval batch: the pooler's,
+    else the CLS attention, else the token-norm stand-in (`attention_maps` 'auto'). Every process
+    calls it (the maps are one computation over the mesh); process 0 writes the figure."""
+    images = batch["image"][:n]
     maps, grid, source = attention_maps(model, variables, images)
-    save_attention_grid(images, maps, grid, path,
-                        title=f"{source} attention of the DINO teacher ({model.pooling} pooling)")
+    pixels = np.asarray(multihost_utils.process_allgather(images, tiled=True))
+    if jax.process_index() == 0:
+        title = f"{source} attention of the DINO teacher ({model.pooling} pooling)"
+        save_attention_grid(pixels, maps, grid, path, title=title)
 
 
 def knn_evaluation(config: Any, mesh: Any, model: Any, workdir: Path) -> Any:
@@ -99,8 +103,8 @@ def knn_evaluation(config: Any, mesh: Any, model: Any, workdir: Path) -> Any:
                 {"step": int(jax.device_get(state["step"])), "train_examples": len(train[0]),
                  "test_examples": len(test[0]), "temperature": knn.temperature,
                  "knn": {str(k): v for k, v in result.items()}, **iou}, indent=2) + "\n")
-            first = next(iter(make_eval_iterator(knn.test, mesh)))
-            save_attention_figure(model, variables, jax.device_get(first), workdir / "attention.png")
+        first = next(iter(make_eval_iterator(knn.test, mesh)))
+        save_attention_figure(model, variables, first, workdir / "attention.png")
         return metrics
 
     return evaluate

@@ -3,7 +3,8 @@ evaluation, preemption and non-finite guards, and the job's warnings on the logg
 
 Start-up: resume from the workdir's latest checkpoint if there is one, else `config.init_from`
 (a model directory or an official .pth, through the importer), else from scratch. SIGTERM /
-SIGINT: save a checkpoint at the current step, wait for the write, return normally (exit 0). A
+SIGINT: save a checkpoint at the current step, wait for the write, return normally (exit 0); with
+several processes, at the first step all of them reach after any one was signalled. A
 non-finite loss or gradient norm stops training with the step named; the last checkpoint
 written before it stays the latest (we never save a state after a bad step).
 """
@@ -11,6 +12,7 @@ written before it stays the latest (we never save a state after a bad step).
 from __future__ import annotations
 
 import math
+import os
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 
 from simpool_jax.checkpoint import TrainCheckpoints, load_model
 from simpool_jax.train.metrics_log import MetricsLog
@@ -45,20 +48,42 @@ class Job:
 
 
 class _Preemption:
-    """Turns SIGTERM / SIGINT into a flag the loop checks between steps."""
+    """SIGTERM / SIGINT -> the step at which the loop stops (`should_stop`), one for all processes.
+
+    One process: a Python handler sets a flag the loop reads between steps. Several processes
+    (jax.distributed): a process that stopped alone would leave the others waiting for it in the
+    next step's collectives, and none would save. JAX's preemption sync service already owns
+    SIGTERM there (`jax.distributed.initialize` installs its handler; a Python one would replace
+    it): once any process is signalled, `reached_preemption_sync_point` turns true at the same step
+    in all of them. SIGINT (Ctrl-C) is passed on to it as a SIGTERM to this process.
+    """
 
     def __init__(self):
+        self.synced = jax.process_count() > 1 and jax.config.jax_enable_preemption_service
         self.requested = False
         self._previous = {}
 
     def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        signals = (signal.SIGINT,) if self.synced else (signal.SIGTERM, signal.SIGINT)
+        for sig in signals:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
-        print(f"received {signal.Signals(signum).name}: saving a checkpoint and stopping", flush=True)
-        self.requested = True
+        name = signal.Signals(signum).name
+        if self.synced:
+            print(f"received {name}: all processes will stop at a common step and save a "
+                  "checkpoint", flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            print(f"received {name}: saving a checkpoint and stopping", flush=True)
+            self.requested = True
+
+    def should_stop(self, step: int) -> bool:
+        """Whether to stop before training past `step`; every process calls it at every step."""
+        if self.synced:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -118,7 +143,10 @@ def run(job: Job, config: Any, workdir: str | Path) -> dict:
 
     try:
         with _Preemption() as preemption:
-            while step < stop_at and not preemption.requested:
+            while step < stop_at:
+                if preemption.should_stop(step):
+                    print(f"stopping at step {step}: saving a checkpoint", flush=True)
+                    break
                 batch = next(batches)
                 state, metrics = job.step_fn(state, batch, rng)
                 step += 1

@@ -10,6 +10,9 @@ so the tests.
 """
 
 import dataclasses
+import json
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -21,9 +24,11 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 from train_cli import (
+    DINO,
     ROOT,
     SUPERVISED,
     TINY,
+    complete_steps,
     environment,
     logged,
     saved_params,
@@ -41,9 +46,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def parsed_config(*overrides: str):
+def parsed_config(*overrides: str, config: str = SUPERVISED):
     """The config train.py builds from `train_command`'s flags."""
-    argv = ["train.py", f"--config={ROOT / SUPERVISED}", *TINY[SUPERVISED], *overrides]
+    argv = ["train.py", f"--config={ROOT / config}", *TINY[config], *overrides]
     values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True,
                                     sys_argv=argv)
@@ -51,10 +56,12 @@ def parsed_config(*overrides: str):
     return values.config
 
 
-def run_processes(command: list[str], logs: Path, devices: int, timeout: int = 400) -> list[str]:
+def run_processes(command: list[str], logs: Path, devices: int, timeout: int = 400,
+                  signal_when: tuple[int, signal.Signals, str] | None = None) -> list[str]:
     """Run `command` as the processes of one jax.distributed job on 127.0.0.1 to the end; their
     outputs, or an error with every output's tail. One failing stops the others at once (they
-    would wait for it in a collective)."""
+    would wait for it in a collective). `signal_when` = (i, signal, text): send the signal to
+    process i alone once process 0's output shows `text`."""
     address = f"127.0.0.1:{free_port()}"
     files = [logs / f"process{i}.log" for i in range(PROCESSES)]
     procs = []
@@ -70,6 +77,9 @@ def run_processes(command: list[str], logs: Path, devices: int, timeout: int = 4
         while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
             if any(p.returncode for p in procs):
                 break
+            if signal_when and signal_when[2] in files[0].read_text():
+                procs[signal_when[0]].send_signal(signal_when[1])
+                signal_when = None
             time.sleep(0.5)
     finally:
         for proc in procs:
@@ -162,3 +172,70 @@ def test_two_processes_train_as_one(tmp_path):
         got, want = logged(distributed, key), logged(reference, key)
         assert list(got) == list(want) == [3], (key, got, want)
         np.testing.assert_allclose(got[3], want[3], atol=one_example * 1.001, rtol=0, err_msg=key)
+
+
+ONE_KNN_BATCH = ("--config.knn.train.batch_size=512", "--config.knn.test.batch_size=512")
+
+
+def stop_dino_processes(workdir: Path, logs: Path, sig: signal.Signals) -> int:
+    """Two DINO processes training 'forever'; `sig` to process 1 alone after step 3. Both must stop
+    at the same step, save it and exit 0; returns that step."""
+    endless = ("--config.total_steps=100000", "--config.checkpoint_every=100000")
+    outputs = run_processes(train_command(workdir, *endless, *ONE_KNN_BATCH, config=DINO), logs,
+                            DEVICES_PER_PROCESS, signal_when=(1, sig, "step 3/"))
+    stops = [re.findall(r"stopping at step (\d+)", out) for out in outputs]
+    assert len(stops[0]) == 1 and stops[0] == stops[1], stops
+    stop = int(stops[0][0])
+    assert stop >= 3 and complete_steps(workdir) == [stop]
+    if sig == signal.SIGINT:  # JAX logs the SIGTERM it catches itself
+        assert "received SIGINT" in outputs[1] and "received SIGINT" not in outputs[0]
+    return stop
+
+
+@needs_fashion_mnist
+def test_ctrl_c_in_one_process_stops_both_at_one_step(tmp_path):
+    """SIGINT goes through the same agreement as SIGTERM (passed on to JAX's preemption service)."""
+    stop_dino_processes(tmp_path / "dino", tmp_path, signal.SIGINT)
+
+
+@needs_fashion_mnist
+def test_two_dino_processes_stop_together_resume_and_evaluate(tmp_path):
+    """SIGTERM to one process: both stop at the same step, save it and exit 0 (one stopping alone
+    would leave the other waiting in a collective, and nothing would be saved). Resumed, they finish
+    and evaluate as one: the teacher's k-NN, foreground IoU and attention figure of the final state
+    equal this process's single-process evaluation of the same checkpoint. The k-NN splits fit one
+    global batch, so SimPool's batch minimum sees the same images in both."""
+    from simpool_jax.checkpoint import restore_local
+    from simpool_jax.model import build_model
+    from simpool_jax.parallel import make_mesh
+    from simpool_jax.train.dino_trainer import knn_evaluation, teacher_config
+
+    workdir, reference = tmp_path / "dino", tmp_path / "reference"
+    stop = stop_dino_processes(workdir, tmp_path, signal.SIGTERM)
+    final = stop + 1  # a shorter run than the stopped one: only the mechanics matter here
+    outputs = run_processes(train_command(workdir, f"--config.total_steps={final}", *ONE_KNN_BATCH,
+                                          config=DINO), tmp_path, DEVICES_PER_PROCESS)
+    assert all(f"resuming from {workdir / 'checkpoints'}/{stop}" in out for out in outputs)
+    got = json.loads((workdir / "knn.json").read_text())
+
+    config = parsed_config(f"--config.total_steps={final}", *ONE_KNN_BATCH, config=DINO)
+    saved = restore_local(workdir / "checkpoints" / str(final) / "default")
+    teacher = build_model(teacher_config(config))
+    mesh = make_mesh(tuple(tuple(axis) for axis in config.mesh))
+    reference.mkdir()
+    knn_evaluation(config, mesh, teacher, reference)(saved)
+    want = json.loads((reference / "knn.json").read_text())
+    assert got["step"] == want["step"] == final
+    assert (got["train_examples"], got["test_examples"]) == (256, 128)
+    assert (want["train_examples"], want["test_examples"]) == (256, 128)
+    one_example = 100 / 128
+    for k, values in want["knn"].items():
+        for metric, value in values.items():
+            np.testing.assert_allclose(got["knn"][k][metric], value, atol=one_example * 1.001,
+                                       rtol=0, err_msg=f"k {k} {metric}")
+    np.testing.assert_allclose(got["attention_iou"], want["attention_iou"], rtol=1e-5)
+    import matplotlib.image
+
+    figure, expected = (matplotlib.image.imread(d / "attention.png") for d in (workdir, reference))
+    assert figure.shape == expected.shape
+    assert np.abs(figure - expected).mean() < 1e-3
