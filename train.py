@@ -66,8 +66,6 @@ def main(argv: list[str]) -> None:
     if jax.process_count() > 1:
         print(f"process {jax.process_index()} of {jax.process_count()}: "
               f"{jax.local_device_count()} of {jax.device_count()} devices", flush=True)
-    if jax.process_index() == 0:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
     mesh = make_mesh(tuple(tuple(axis) for axis in config.get("mesh", [("data", -1)])))
     if config.trainer == "supervised":
         from simpool_jax.train.supervised_trainer import build_job

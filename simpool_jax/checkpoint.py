@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 
 from simpool_jax.model import Model, build_model
 
@@ -117,6 +118,36 @@ def load_model(path: str | Path, **overrides: Any) -> tuple[Model, dict, dict]:
     return load_torch_checkpoint(path, **overrides)
 
 
+def state_differences(stored: Any, wanted: Any) -> list[str]:
+    """One line per array of the checkpoint's metadata tree `stored` and the `wanted` state
+    (ShapeDtypeStructs or arrays) that differs in shape or dtype (the params first), then per
+    array only in one.
+
+    Paths are compared as orbax stores them: every key as a string (named tuples such as optax's
+    states become dicts, tuple keys their repr)."""
+    import jax
+
+    def name(key: Any) -> str:
+        for attribute in ("key", "name", "idx"):  # DictKey, GetAttrKey, SequenceKey
+            if hasattr(key, attribute):
+                return str(getattr(key, attribute))
+        return str(key)
+
+    def by_path(tree: Any) -> dict:
+        return {"/".join(name(k) for k in path): leaf
+                for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+    have, want = by_path(stored), by_path(wanted)
+    lines = []
+    for k in sorted(have.keys() & want.keys(), key=lambda k: (not k.startswith("params/"), k)):
+        (s1, d1), (s2, d2) = ((tuple(x.shape), np.dtype(x.dtype)) for x in (have[k], want[k]))
+        if (s1, d1) != (s2, d2):
+            lines.append(f"{k}: checkpoint {s1} {d1}, this config {s2} {d2}")
+    lines += [f"{k}: only in the checkpoint" for k in sorted(have.keys() - want.keys())]
+    lines += [f"{k}: not in the checkpoint" for k in sorted(want.keys() - have.keys())]
+    return lines
+
+
 class TrainCheckpoints:
     """Train-state checkpoints in `<workdir>/checkpoints` with orbax's CheckpointManager.
 
@@ -143,7 +174,20 @@ class TrainCheckpoints:
         self.manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
 
     def restore(self, step: int, abstract_state: Any) -> dict:
-        """Restore `step` into arrays with the shardings of `abstract_state` (ShapeDtypeStructs)."""
+        """Restore `step` into arrays with the shardings of `abstract_state` (ShapeDtypeStructs).
+
+        A checkpoint of another model or trainer (the workdir reused with a changed config) is a
+        ValueError naming the differing arrays, before orbax reads anything."""
+        stored = self._ocp.StandardCheckpointHandler().metadata(
+            self.directory / str(step) / "default").tree
+        differences = state_differences(stored, abstract_state)
+        if differences:
+            shown = "\n  ".join(differences[:8])
+            more = f"\n  ... and {len(differences) - 8} more" if len(differences) > 8 else ""
+            raise ValueError(
+                f"checkpoint {self.directory / str(step)} does not match the state this config "
+                f"builds ({len(differences)} differences):\n  {shown}{more}\nResume with the "
+                "config it was written with (the workdir's config.json) or use a new --workdir")
         return self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract_state))
 
     def wait(self) -> None:

@@ -105,7 +105,6 @@ def train(config: Any, workdir: Path) -> tuple[float, bool]:
     from simpool_jax.train.supervised_trainer import build_job
 
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
     resumed = (workdir / "checkpoints").is_dir() and any(
         (workdir / "checkpoints").glob("[0-9]*/commit_success.txt"))
     start = time.perf_counter()

@@ -113,7 +113,13 @@ def start_state(job: Job, checkpoints: TrainCheckpoints, config: Any) -> dict:
 def run(job: Job, config: Any, workdir: str | Path) -> dict:
     """Train `job` to `job.total_steps`; returns the final state."""
     checkpoints = TrainCheckpoints(workdir, keep=config.get("keep_checkpoints", 3))
-    state = start_state(job, checkpoints, config)
+    try:
+        state = start_state(job, checkpoints, config)
+    except BaseException:
+        checkpoints.close()  # else orbax's threads die noisily at exit
+        raise
+    if jax.process_index() == 0:  # only now: a workdir whose checkpoint did not match keeps its own
+        (Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
     step = int(jax.device_get(state["step"]))
     log = MetricsLog(workdir, job.total_steps, job.global_batch_size, start_step=step,
                      tensorboard=config.get("tensorboard", True))

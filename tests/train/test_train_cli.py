@@ -1,5 +1,6 @@
 """train.py end to end on tiny Fashion-MNIST runs: exact resume, crashes, preemption, NaN, bad input."""
 
+import json
 import signal
 import subprocess
 import time
@@ -33,6 +34,20 @@ def test_exact_resume_across_a_process_restart(tmp_path, config):
     assert "resuming from" in second.stdout and "resuming from" not in first.stdout
     assert logged(split) == logged(straight)  # identical logged losses, steps 1..6
     assert_trees_equal(saved_params(split, 6), saved_params(straight, 6))  # bit-identical
+
+
+def test_resuming_with_another_model_names_the_differences_and_keeps_config_json(tmp_path):
+    workdir = tmp_path / "run"
+    run_train(workdir, "--config.total_steps=2")
+    result = run_train(workdir, "--config.total_steps=4", "--config.model.backbone_kwargs.width=48",
+                       check=False)
+    assert result.returncode == 1
+    assert f"checkpoint {workdir / 'checkpoints' / '2'} does not match" in result.stderr
+    first = result.stderr.split("differences):\n")[1].splitlines()[0].strip()
+    assert first.startswith("params/") and "checkpoint (32" in first and "config (48" in first
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["model"]["backbone_kwargs"]["width"] == 32  # still the checkpoint's config
 
 
 def test_kill_during_checkpoint_write_resumes_from_last_complete(tmp_path):
