@@ -235,13 +235,16 @@ def _sharding(mesh: jax.sharding.Mesh, axis: str, batch_size: int) -> jax.shardi
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
 
 
-def check_eval_batches(configs: Iterable[Mapping[str, Any]], mesh: jax.sharding.Mesh) -> None:
-    """Raise now, at start-up, if an eval batch cannot be split over the processes and the mesh's
-    data axis: a trainer evaluates at the end, and an error there would come after all the work."""
+def check_eval_inputs(configs: Iterable[Mapping[str, Any]], mesh: jax.sharding.Mesh) -> None:
+    """Raise now, at start-up, if an eval input cannot be read: a batch that does not split over
+    the processes and the mesh's data axis, a missing dataset or split, a bad pp spec (the
+    pipeline is built, not run). A trainer evaluates at the end, and an error there would come
+    after all the work."""
     for config in configs:
         c = _settings(config, EVAL_DEFAULTS)
         _sharding(mesh, c["data_axis"], c["batch_size"])
-        _local_batch(c["batch_size"], jax.process_count())
+        source, local = _source(c, None, None)
+        eval_dataset(source, c["pp"], local, seed=c["seed"], cache_raw=c["cache_raw"])
 
 
 def _source(c: dict, process_index: int | None, process_count: int | None) -> tuple[Source, int]:

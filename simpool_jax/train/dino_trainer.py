@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from simpool_jax.data import check_eval_batches, get_dataset, make_eval_iterator, make_train_iterator
+from simpool_jax.data import check_eval_inputs, get_dataset, make_eval_iterator, make_train_iterator
 from simpool_jax.evaluate.attention import save_attention_grid
 from simpool_jax.evaluate.extract import extract_features
 from simpool_jax.evaluate.foreground import attention_maps, fashion_mnist_iou
@@ -115,7 +115,7 @@ def build_job(config: Any, mesh: Any, workdir: Path) -> Job:
     if config.model.get("head") != "dino":
         raise ValueError("the DINO trainer needs config.model.head = 'dino'")
     student, teacher = build_model(config.model), build_model(teacher_config(config))
-    check_eval_batches([config.knn.train, config.knn.test] if config.get("knn") else [], mesh)
+    check_eval_inputs([config.knn.train, config.knn.test] if config.get("knn") else [], mesh)
     head = DINOHead(**student.head_kwargs)
     source = get_dataset(config.input.name, config.input.split, config.input.get("data_dir"),
                          limit=config.input.get("limit"))

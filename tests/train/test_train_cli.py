@@ -125,11 +125,16 @@ def test_bad_config_is_a_clear_error_and_writes_no_checkpoint(tmp_path, override
     assert not (tmp_path / "run" / "checkpoints").exists() or not complete_steps(tmp_path / "run")
 
 
-def test_eval_batch_that_does_not_split_over_the_devices_fails_at_start_up(tmp_path):
+@pytest.mark.parametrize("config,devices,overrides,message", [
+    (SUPERVISED, 8, ["--config.eval_input.batch_size=500"], "not divisible by the 8 devices"),
+    (DINO, 1, ["--config.knn.test.split=validation"], "has no split 'validation'"),
+    (DINO, 1, ["--config.knn.train.pp=decode(3)|resize_typo(28)"], "resize_typo"),
+])
+def test_bad_eval_input_fails_at_start_up(tmp_path, config, devices, overrides, message):
     """Found before training, not after it at the final evaluation."""
-    result = run_train(tmp_path / "run", "--config.total_steps=2", "--config.eval_input.batch_size=500",
-                       devices=8, check=False)
-    assert result.returncode != 0 and "not divisible by the 8 devices" in result.stderr
+    result = run_train(tmp_path / "run", "--config.total_steps=2", *overrides, devices=devices,
+                       check=False, config=config)
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
     assert "step 1/" not in result.stdout
 
 
