@@ -23,13 +23,36 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from simpool_jax.evaluate.datasets import eval_split, run_knn_settings  # noqa: E402
 
 
+def positive_ints(text: str) -> tuple[int, ...]:
+    """'10,20' -> (10, 20); anything else is a usage error before any work starts."""
+    from simpool_jax.evaluate.knn import check_knn_settings
+
+    try:
+        ks = tuple(int(k) for k in text.split(","))
+        check_knn_settings(ks, 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 10,20; got {text!r}")
+    return ks
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, extract features, run k-NN, print and write the results."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--k", default="10,20,100,200", help="comma-separated k values")
-    parser.add_argument("--temperature", type=float, default=0.07)
+    parser.add_argument("--k", type=positive_ints, default=(10, 20, 100, 200),
+                        help="comma-separated k values (default: 10,20,100,200)")
+    parser.add_argument("--temperature", type=positive_float, default=0.07)
     parser.add_argument("--batch-size", type=int,
                         help="default: the run's own k-NN batch size, else 256 (SimPool's batch "
                              "minimum makes features depend slightly on it)")
@@ -65,9 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    ks = tuple(int(k) for k in args.k.split(","))
     train, test = features.values()
-    result = knn_accuracy(*train, *test, ks=ks, temperature=args.temperature)
+    result = knn_accuracy(*train, *test, ks=args.k, temperature=args.temperature)
     for k, acc in result.items():
         print(f"k={k:<4d} top-1 {acc['top1']:.2f}  top-5 {acc['top5']:.2f}")
     if args.out:

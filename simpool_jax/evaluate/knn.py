@@ -47,6 +47,15 @@ def nearest(test: np.ndarray, bank: np.ndarray, k: int, bank_chunk: int = 65536
     return np.asarray(sims), np.asarray(idx)
 
 
+def check_knn_settings(ks: Sequence[int], temperature: float) -> None:
+    """ValueError unless every k is a positive integer and the temperature is positive (callers
+    that evaluate at the end of training check at start-up)."""
+    if not ks or any(isinstance(k, bool) or int(k) != k or k < 1 for k in ks):
+        raise ValueError(f"k-NN ks must be positive integers, got {tuple(ks)}")
+    if not temperature > 0:
+        raise ValueError(f"k-NN temperature must be positive, got {temperature}")
+
+
 def knn_accuracy(
     train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray,
     test_labels: np.ndarray, ks: Sequence[int] = (10, 20, 100, 200), temperature: float = 0.07,
@@ -55,6 +64,7 @@ def knn_accuracy(
     """{k: {'top1': %, 'top5': %}}. Features are l2-normalised here (chunk by chunk, the inputs
     are not copied or changed); k is capped at the bank size; top-5 counts min(5, num_classes)
     ranked classes."""
+    check_knn_settings(ks, temperature)
     train_labels = np.asarray(train_labels, np.int64)
     test_labels = np.asarray(test_labels, np.int64)
     num_classes = num_classes or int(max(train_labels.max(), test_labels.max()) + 1)

@@ -28,7 +28,7 @@ from simpool_jax.data import check_eval_inputs, get_dataset, make_eval_iterator,
 from simpool_jax.evaluate.attention import save_attention_grid
 from simpool_jax.evaluate.extract import extract_features
 from simpool_jax.evaluate.foreground import attention_maps, fashion_mnist_iou
-from simpool_jax.evaluate.knn import knn_accuracy
+from simpool_jax.evaluate.knn import check_knn_settings, knn_accuracy
 from simpool_jax.heads import DINOHead
 from simpool_jax.model import build_model
 from simpool_jax.train.collapse import CollapseMonitor
@@ -82,6 +82,7 @@ def knn_evaluation(config: Any, mesh: Any, model: Any, workdir: Path) -> Any:
     if not config.get("knn"):
         return None
     knn = config.knn
+    check_knn_settings(tuple(knn.ks), knn.temperature)
 
     def evaluate(state: dict) -> dict:
         variables = {"params": state["teacher_params"], "batch_stats": state["teacher_batch_stats"]}
