@@ -64,7 +64,12 @@ def load_file(path: str | Path, trust: bool = False) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        names = re.findall(r"Unsupported global: GLOBAL (\S+)", str(err)) or ["(unknown)"]
+        names = re.findall(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if not names:  # not a refused global: a damaged or foreign file (e.g. a text file)
+            detail = str(err).split("WeightsUnpickler error:")[-1].strip().split("\n")[0]
+            raise CheckpointFormatError(
+                f"cannot read {path} as a PyTorch checkpoint (truncated or not a torch file?): "
+                f"{detail[:200]}") from err
         raise UnsafeCheckpointError(
             f"{path} needs the Python global(s) {', '.join(names)} to unpickle, which a weights-only "
             "load refuses (a pickle can run arbitrary code). If you trust the file, rerun with "

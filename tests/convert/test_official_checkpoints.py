@@ -180,6 +180,9 @@ def test_truncated_and_foreign_files_are_clear_errors(tmp_path, capsys):
     path.write_bytes(data_bytes[: len(data_bytes) // 2])
     assert convert_main([str(path), "--out", str(tmp_path / "m")]) == 1
     assert "cannot read" in capsys.readouterr().err and not (tmp_path / "m").exists()
+    (tmp_path / "notes.pth").write_text("not a checkpoint\n")
+    with pytest.raises(convert.CheckpointFormatError, match="cannot read .*notes.pth"):
+        convert.load_torch_checkpoint(tmp_path / "notes.pth")  # not "needs globals, --trust"
     with pytest.raises(FileNotFoundError, match="does not exist"):
         convert.load_torch_checkpoint(tmp_path / "nope.pth")
     torch.save({"optimizer": {}, "epoch": 3}, tmp_path / "opt.pth")
