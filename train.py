@@ -66,12 +66,12 @@ def main(argv: list[str]) -> None:
     if jax.process_count() > 1:
         print(f"process {jax.process_index()} of {jax.process_count()}: "
               f"{jax.local_device_count()} of {jax.device_count()} devices", flush=True)
-    mesh = make_mesh(tuple(tuple(axis) for axis in config.get("mesh", [("data", -1)])))
     if config.trainer == "supervised":
         from simpool_jax.train.supervised_trainer import build_job
     else:
         from simpool_jax.train.dino_trainer import build_job
     try:
+        mesh = make_mesh(tuple(tuple(axis) for axis in config.get("mesh", (("data", -1),))))
         job = build_job(config, mesh, workdir)
         loop.run(job, config, workdir)
     except (ValueError, FileNotFoundError, loop.NonFiniteError) as err:

@@ -60,7 +60,7 @@ def get_config(arg: str = "simpool") -> ml_collections.ConfigDict:
     c.dino = dict(student_temp=0.1, teacher_temp=0.04, warmup_teacher_temp=0.04,
                   warmup_teacher_temp_epochs=0, center_momentum=0.9, clip_grad=3.0,
                   freeze_last_layer_epochs=0, momentum_teacher=0.99)
-    c.mesh = [("data", -1)]
+    c.mesh = (("data", -1),)
     c.log_every = 50
     c.eval_every = 0
     c.checkpoint_every = 500

@@ -126,7 +126,7 @@ def get_config(arg: str = "vit_s,simpool") -> ml_collections.ConfigDict:
     c.optim = dict(warmup_epochs=10, **r["optim"])
     c.dino = dict(student_temp=0.1, teacher_temp=0.07, warmup_teacher_temp=0.04,
                   center_momentum=0.9, momentum_teacher=0.996, **r["dino"])
-    c.mesh = [("data", -1)]
+    c.mesh = (("data", -1),)
     steps_per_epoch = 1_281_167 // r["batch_size"]
     c.log_every = 100
     c.eval_every = 0  # k-NN on 1.28 M images at the end only

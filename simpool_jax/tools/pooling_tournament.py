@@ -108,7 +108,7 @@ def train(config: Any, workdir: Path) -> tuple[float, bool]:
     resumed = (workdir / "checkpoints").is_dir() and any(
         (workdir / "checkpoints").glob("[0-9]*/commit_success.txt"))
     start = time.perf_counter()
-    mesh = make_mesh(tuple(tuple(axis) for axis in config.get("mesh", [("data", -1)])))
+    mesh = make_mesh(tuple(tuple(axis) for axis in config.get("mesh", (("data", -1),))))
     job = build_job(config, mesh, workdir)
     state = loop.run(job, config, workdir)
     seconds = time.perf_counter() - start

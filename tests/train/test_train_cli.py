@@ -5,6 +5,7 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 from train_cli import (
     DINO,
@@ -108,7 +109,6 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
     bad = int(result.stderr.split("at step ")[1].split(";")[0])
     assert all(s < bad for s in steps)
     if steps:
-        import numpy as np
         import jax
 
         assert all(np.isfinite(x).all() for x in jax.tree.leaves(saved_params(workdir, steps[-1])))
@@ -136,6 +136,22 @@ def test_bad_eval_input_fails_at_start_up(tmp_path, config, devices, overrides, 
                        check=False, config=config)
     assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
     assert "step 1/" not in result.stdout
+
+
+def test_fsdp_mesh_from_the_command_line_trains_as_the_data_mesh(tmp_path):
+    """--config.mesh is a tuple field, so the command line can set it; fsdp-sharded parameters
+    and optimizer state give the losses of the pure data-parallel run."""
+    fsdp = "--config.mesh=(('data', 4), ('fsdp', 2))"
+    run_train(tmp_path / "data", "--config.total_steps=3", devices=8)
+    run_train(tmp_path / "fsdp", "--config.total_steps=3", fsdp, devices=8)
+    saved = json.loads((tmp_path / "fsdp" / "config.json").read_text())
+    assert saved["mesh"] == [["data", 4], ["fsdp", 2]]
+    got, want = logged(tmp_path / "fsdp"), logged(tmp_path / "data")
+    assert list(got) == list(want) == [1, 2, 3]
+    np.testing.assert_allclose(list(got.values()), list(want.values()), rtol=1e-5)
+    result = run_train(tmp_path / "bad", "--config.total_steps=3", fsdp, check=False)
+    assert result.returncode == 1 and "does not fit 1 devices" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_unwritable_workdir_is_a_clear_error(tmp_path):
