@@ -141,10 +141,12 @@ def run(job: Job, config: Any, workdir: str | Path) -> dict:
     def check(step_done: int, metrics: dict) -> dict:
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
         if not (math.isfinite(values["loss"]) and math.isfinite(values.get("grad_norm", 0.0))):
+            latest = checkpoints.latest_step()
+            kept = ("No checkpoint was written yet" if latest is None else
+                    f"The last good checkpoint is step {latest} in {checkpoints.directory}")
             raise NonFiniteError(
                 f"non-finite loss {values['loss']} / grad_norm {values.get('grad_norm')} at step "
-                f"{step_done}; stopping. The last good checkpoint is step "
-                f"{checkpoints.latest_step()} in {checkpoints.directory}")
+                f"{step_done}; stopping. {kept}")
         return values
 
     try:
