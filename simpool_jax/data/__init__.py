@@ -7,9 +7,14 @@
 The pipeline knows no model: images leave as NHWC float32, normalised by the pp spec.
 """
 
-from simpool_jax.data.pipeline import check_eval_inputs, make_eval_iterator, make_train_iterator
+from simpool_jax.data.pipeline import (
+    check_eval_inputs,
+    check_labels_fit,
+    make_eval_iterator,
+    make_train_iterator,
+)
 from simpool_jax.data.registry import OPS, get_pp
 from simpool_jax.data.sources import get_dataset
 
 __all__ = ["get_dataset", "get_pp", "OPS", "make_train_iterator", "make_eval_iterator",
-           "check_eval_inputs"]
+           "check_eval_inputs", "check_labels_fit"]

@@ -235,15 +235,26 @@ def _sharding(mesh: jax.sharding.Mesh, axis: str, batch_size: int) -> jax.shardi
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
 
 
-def check_eval_inputs(configs: Iterable[Mapping[str, Any]], mesh: jax.sharding.Mesh) -> None:
+def check_labels_fit(source: Source, num_classes: int | None) -> None:
+    """ValueError if `source` has more classes than a classifier of `num_classes` outputs (labels
+    past the last output would train and score as all-zero targets); None skips the check."""
+    if num_classes is not None and source.num_classes > num_classes:
+        raise ValueError(
+            f"{source.name} {source.split} has {source.num_classes} classes but the model has "
+            f"{num_classes} outputs (config.model.num_classes)")
+
+
+def check_eval_inputs(configs: Iterable[Mapping[str, Any]], mesh: jax.sharding.Mesh,
+                      num_classes: int | None = None) -> None:
     """Raise now, at start-up, if an eval input cannot be read: a batch that does not split over
     the processes and the mesh's data axis, a missing dataset or split, a bad pp spec (the
-    pipeline is built, not run). A trainer evaluates at the end, and an error there would come
-    after all the work."""
+    pipeline is built, not run), more classes than a classifier's `num_classes`. A trainer
+    evaluates at the end, and an error there would come after all the work."""
     for config in configs:
         c = _settings(config, EVAL_DEFAULTS)
         _sharding(mesh, c["data_axis"], c["batch_size"])
         source, local = _source(c, None, None)
+        check_labels_fit(source, num_classes)
         eval_dataset(source, c["pp"], local, seed=c["seed"], cache_raw=c["cache_raw"])
 
 

@@ -14,7 +14,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from simpool_jax.data import check_eval_inputs, get_dataset, make_eval_iterator, make_train_iterator
+from simpool_jax.data import (
+    check_eval_inputs,
+    check_labels_fit,
+    get_dataset,
+    make_eval_iterator,
+    make_train_iterator,
+)
 from simpool_jax.model import build_model
 from simpool_jax.train.loop import Job
 from simpool_jax.train.optim import make_optimizer
@@ -36,9 +42,11 @@ def schedule_steps(config: Any, num_train_examples: int) -> tuple[int, int, dict
 def build_job(config: Any, mesh: Any, workdir: Any = None) -> Job:
     """Everything the loop needs for supervised training of `config` on `mesh`."""
     model = build_model(config.model)
-    check_eval_inputs([config.eval_input] if config.get("eval_input") else [], mesh)
+    num_classes = config.model.get("num_classes")
+    check_eval_inputs([config.eval_input] if config.get("eval_input") else [], mesh, num_classes)
     source = get_dataset(config.input.name, config.input.split, config.input.get("data_dir"),
                          limit=config.input.get("limit"))
+    check_labels_fit(source, num_classes)
     steps_per_epoch, total_steps, optim = schedule_steps(config, source.num_examples)
     shape = (config.image_size, config.image_size, 3)
     abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((2, *shape)))["params"]

@@ -118,6 +118,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
     (["--config.optim.learning_rate=1"], "learning_rate"),
     (["--config.input.name=mnist_typo"], "mnist_typo"),
     (["--config.input.split=validation"], "validation"),
+    (["--config.model.num_classes=5"], "has 10 classes but the model has 5 outputs"),
 ])
 def test_bad_config_is_a_clear_error_and_writes_no_checkpoint(tmp_path, overrides, message):
     result = run_train(tmp_path / "run", "--config.total_steps=2", *overrides, check=False)
