@@ -143,6 +143,20 @@ class DinoOptimizer:
         return traverse_util.unflatten_dict(new), {"rest": s_rest, "last": s_last}
 
 
+def check_dino_settings(d: Any) -> None:
+    """ValueError for `config.dino` values the step cannot use: temperatures must be positive
+    (0 divides by zero: a NaN at step 1), momenta in [0, 1], the rest non-negative."""
+    for name in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
+        if not d[name] > 0:
+            raise ValueError(f"config.dino.{name} must be positive, got {d[name]}")
+    for name in ("center_momentum", "momentum_teacher"):
+        if name in d and not 0 <= d[name] <= 1:
+            raise ValueError(f"config.dino.{name} must be in [0, 1], got {d[name]}")
+    for name in ("warmup_teacher_temp_epochs", "clip_grad", "freeze_last_layer_epochs"):
+        if not d[name] >= 0:
+            raise ValueError(f"config.dino.{name} must be >= 0, got {d[name]}")
+
+
 def make_dino_step(model: Any, teacher_model: Any, head: Any, optimizer: DinoOptimizer,
                    schedules: dict[str, Callable], config: Any, steps_per_epoch: int,
                    compute_dtype: str = "float32") -> Callable:
@@ -154,6 +168,7 @@ def make_dino_step(model: Any, teacher_model: Any, head: Any, optimizer: DinoOpt
     the supervised step does (DINO's fp16 autocast, which the SimPool commands leave off); the
     loss, centre, optimizer, EMA and the state stay float32."""
     d = config.dino
+    check_dino_settings(d)
     check_compute_dtype(compute_dtype)
 
     def run(module: Any, params: dict, stats: dict, x: jax.Array, **kwargs: Any) -> Any:

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import torch
 
 from simpool_jax.train.dino import (
+    check_dino_settings,
     DinoOptimizer,
     clip_per_tensor,
     collapse_metrics,
@@ -141,3 +142,20 @@ def test_lars_matches_dino_reference():
         buf = jax.tree.map(lambda t: t[1], pairs, is_leaf=lambda x: isinstance(x, tuple))
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("teacher_temp", 0.0, "must be positive"), ("student_temp", -0.1, "must be positive"),
+    ("warmup_teacher_temp", 0.0, "must be positive"),
+    ("center_momentum", 1.5, r"must be in \[0, 1\]"),
+    ("momentum_teacher", -0.1, r"must be in \[0, 1\]"), ("clip_grad", -1.0, "must be >= 0"),
+    ("freeze_last_layer_epochs", -1, "must be >= 0"),
+    ("warmup_teacher_temp_epochs", -2, "must be >= 0"),
+])
+def test_dino_settings_the_step_cannot_use_are_errors(name, value, message):
+    from repo_configs import get_config
+
+    settings = dict(get_config("fmnist_dino").dino)
+    check_dino_settings(settings)  # the shipped config passes
+    with pytest.raises(ValueError, match=f"config.dino.{name} {message}"):
+        check_dino_settings({**settings, name: value})
