@@ -36,6 +36,7 @@ def positive_ints(text: str) -> tuple[int, ...]:
 
 
 def positive_float(text: str) -> float:
+    """'0.07' -> 0.07; zero, negative or not a number is a usage error."""
     try:
         value = float(text)
     except ValueError:
