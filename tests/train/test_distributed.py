@@ -177,31 +177,13 @@ def test_two_processes_train_as_one(tmp_path):
 ONE_KNN_BATCH = ("--config.knn.train.batch_size=512", "--config.knn.test.batch_size=512")
 
 
-def stop_dino_processes(workdir: Path, logs: Path, sig: signal.Signals) -> int:
-    """Two DINO processes training 'forever'; `sig` to process 1 alone after step 3. Both must stop
-    at the same step, save it and exit 0; returns that step."""
-    endless = ("--config.total_steps=100000", "--config.checkpoint_every=100000")
-    outputs = run_processes(train_command(workdir, *endless, *ONE_KNN_BATCH, config=DINO), logs,
-                            DEVICES_PER_PROCESS, signal_when=(1, sig, "step 3/"))
-    stops = [re.findall(r"stopping at step (\d+)", out) for out in outputs]
-    assert len(stops[0]) == 1 and stops[0] == stops[1], stops
-    stop = int(stops[0][0])
-    assert stop >= 3 and complete_steps(workdir) == [stop]
-    if sig == signal.SIGINT:  # JAX logs the SIGTERM it catches itself
-        assert "received SIGINT" in outputs[1] and "received SIGINT" not in outputs[0]
-    return stop
-
-
-@needs_fashion_mnist
-def test_ctrl_c_in_one_process_stops_both_at_one_step(tmp_path):
-    """SIGINT goes through the same agreement as SIGTERM (passed on to JAX's preemption service)."""
-    stop_dino_processes(tmp_path / "dino", tmp_path, signal.SIGINT)
-
-
 @needs_fashion_mnist
 def test_two_dino_processes_stop_together_resume_and_evaluate(tmp_path):
-    """SIGTERM to one process: both stop at the same step, save it and exit 0 (one stopping alone
-    would leave the other waiting in a collective, and nothing would be saved). Resumed, they finish
+    """Ctrl-C (SIGINT) to one process: both stop at the same step, save it and exit 0 (one stopping
+    alone would leave the other waiting in a collective, and nothing would be saved). The loop
+    passes SIGINT on as a SIGTERM to its own process, so this is also the path of a scheduler's
+    SIGTERM into JAX's preemption service (a one-off run with SIGTERM itself passed too; removing
+    the pass-on, or the loop's agreement, makes both processes hang). Resumed, they finish
     and evaluate as one: the teacher's k-NN, foreground IoU and attention figure of the final state
     equal this process's single-process evaluation of the same checkpoint. The k-NN splits fit one
     global batch, so SimPool's batch minimum sees the same images in both."""
@@ -211,7 +193,14 @@ def test_two_dino_processes_stop_together_resume_and_evaluate(tmp_path):
     from simpool_jax.train.dino_trainer import knn_evaluation, teacher_config
 
     workdir, reference = tmp_path / "dino", tmp_path / "reference"
-    stop = stop_dino_processes(workdir, tmp_path, signal.SIGTERM)
+    endless = ("--config.total_steps=100000", "--config.checkpoint_every=100000")
+    outputs = run_processes(train_command(workdir, *endless, *ONE_KNN_BATCH, config=DINO), tmp_path,
+                            DEVICES_PER_PROCESS, signal_when=(1, signal.SIGINT, "step 3/"))
+    stops = [re.findall(r"stopping at step (\d+)", out) for out in outputs]
+    assert len(stops[0]) == 1 and stops[0] == stops[1], stops
+    stop = int(stops[0][0])
+    assert stop >= 3 and complete_steps(workdir) == [stop]
+    assert "received SIGINT" in outputs[1] and "received SIGINT" not in outputs[0]
     final = stop + 1  # a shorter run than the stopped one: only the mechanics matter here
     outputs = run_processes(train_command(workdir, f"--config.total_steps={final}", *ONE_KNN_BATCH,
                                           config=DINO), tmp_path, DEVICES_PER_PROCESS)
