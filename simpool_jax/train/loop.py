@@ -111,13 +111,18 @@ def start_state(job: Job, checkpoints: TrainCheckpoints, config: Any) -> dict:
 
 
 def run(job: Job, config: Any, workdir: str | Path) -> dict:
-    """Train `job` to `job.total_steps`; returns the final state."""
+    """Train `job` to `job.total_steps`; returns the final state. The checkpoint manager is
+    closed however training ends (else orbax's threads die noisily at exit)."""
     checkpoints = TrainCheckpoints(workdir, keep=config.get("keep_checkpoints", 3))
     try:
-        state = start_state(job, checkpoints, config)
-    except BaseException:
-        checkpoints.close()  # else orbax's threads die noisily at exit
-        raise
+        return _train(job, config, workdir, checkpoints)
+    finally:
+        checkpoints.close()
+
+
+def _train(job: Job, config: Any, workdir: str | Path, checkpoints: TrainCheckpoints) -> dict:
+    """`run`'s work: start state, steps, logs, checkpoints, evaluations (module docstring)."""
+    state = start_state(job, checkpoints, config)
     if jax.process_index() == 0:  # only now: a workdir whose checkpoint did not match keeps its own
         (Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
     step = int(jax.device_get(state["step"]))
@@ -184,7 +189,6 @@ def run(job: Job, config: Any, workdir: str | Path) -> dict:
             if job.evaluate and step == job.total_steps:
                 log.write(step, job.evaluate(state))
     finally:
-        checkpoints.close()
         log.close()
     return state
 
