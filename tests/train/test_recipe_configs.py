@@ -360,6 +360,19 @@ def test_overrides_reach_vit_b_and_no_gamma(config, arg, overrides, variant):
     assert count(params) == expected
 
 
+def test_vit_s_dino_simpool_is_the_dino_vit_s_simpool_recipe():
+    """configs/vit_s_dino_simpool.py, the name issue #6 gives the run, is that recipe, overrides
+    included."""
+    alias = "configs/vit_s_dino_simpool.py"
+    assert load(alias).to_dict() == load(f"{DINO}:vit_s,simpool").to_dict()
+    c = load(alias, "--config.total_epochs=300", "--config.model.pooling_kwargs={}")
+    assert c.is_locked and c.total_epochs == 300 and c.model.pooling_kwargs.to_dict() == {}
+    assert [argv[1:] for argv in docstring_commands(alias)] == [
+        ["--workdir=workdirs/dino_vit_s_simpool"],
+        ["--workdir=workdirs/dino_vit_s_nogamma", "--config.model.pooling_kwargs={}"],
+        ["--workdir=workdirs/dino_vit_s_300ep", "--config.total_epochs=300"]]
+
+
 @pytest.mark.parametrize("config", [SUPERVISED, DINO])
 def test_every_documented_command_loads_and_builds(config):
     commands = docstring_commands(config)
