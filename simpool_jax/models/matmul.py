@@ -1,4 +1,5 @@
-"""Matrix products for the layers, and the bf16 ways of computing them.
+"""Matrix products for the layers: the bf16 ways of computing them, and a faster float32 weight
+gradient on XLA:CPU for weights with few columns (`narrow_weight_matmul`).
 
 Two bf16 modes reach these products (the trainers' `compute_dtype`):
   'bfloat16'        params and activations are bf16 (bf16 copies); products of bf16 operands.
@@ -84,6 +85,47 @@ def _bf16_matmul_bwd(residuals, g):
 bf16_matmul.defvjp(_bf16_matmul_fwd, _bf16_matmul_bwd)
 
 
+# XLA:CPU computes the weight gradient a^T g of a float32 product a (m, k) @ b (k, n) much slower
+# than the transposed product g^T a when b has few columns (bench/weight_gradient.py, two Xeon
+# cores): 105 against 187 GF/s for the main job's MLP fc2 (m = 6272, k = 384, n = 96), 1.15x
+# faster for ConvNeXt-S's 768 -> 192; mixed from n = 256 (0.97-1.2x), nothing at n = 384 or with
+# fewer than ~1000 rows. A Zen 4 core showed the same for n = 96 (6.2 against 3.4 ms).
+NARROW_COLUMNS = 192
+MIN_ROWS = 1024
+
+
+@jax.custom_vjp
+def narrow_weight_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a @ b for 2-D float32 a (m, k) and b (k, n), whose gradient computes b's as (g^T a)^T.
+
+    Same products as autodiff's (XLA's accumulation order: the same values to the last bit in
+    the measured cases), only the weight gradient's orientation changes; the transpose of its
+    small (n, k) result is a copy XLA cannot fold back into the product (`_transposed`)."""
+    return a @ b
+
+
+def _narrow_weight_matmul_fwd(a, b):
+    return a @ b, (a, b)
+
+
+def _narrow_weight_matmul_bwd(residuals, g):
+    a, b = residuals
+    b_t = b.T  # its sharding is the gradient's: an explicit-axes mesh needs it (rows contracted)
+    db_t = jax.lax.dot_general(g, a, (((0,), (0,)), ((), ())),
+                               out_sharding=jax.typeof(b_t).sharding)
+    return g @ b_t, _transposed(db_t)
+
+
+narrow_weight_matmul.defvjp(_narrow_weight_matmul_fwd, _narrow_weight_matmul_bwd)
+
+
+def _narrow_weight(a: jax.Array, b: jax.Array) -> bool:
+    """Whether a float32 product goes to `narrow_weight_matmul`: on CPU, 2-D, at least MIN_ROWS
+    rows of a, and b with fewer columns than rows, at most NARROW_COLUMNS."""
+    return (jax.default_backend() == "cpu" and a.ndim == b.ndim == 2 and a.shape[0] >= MIN_ROWS
+            and b.shape[1] < b.shape[0] and b.shape[1] <= NARROW_COLUMNS)
+
+
 def _bf16_operands(dtype: jnp.dtype) -> bool:
     """Whether products of this dtype go to `bf16_matmul`: bf16 on CPU (elsewhere XLA's own bf16
     dot is the fast one), float32 inside `bf16_matmuls()` (any backend)."""
@@ -96,10 +138,12 @@ def matmul(a: jax.Array, b: jax.Array, bias: jax.Array | None = None,
            precision: jax.lax.PrecisionLike = None) -> jax.Array:
     """a @ b (+ bias), in the dtype of a and b; the bf16 products go to `bf16_matmul`, with the
     bias added (and its gradient summed) in float32 before the one rounding of the result.
-    `precision` applies to the other products (jnp.matmul's)."""
+    `precision` applies to the other products (jnp.matmul's); float32 products on CPU with a
+    narrow weight go to `narrow_weight_matmul` (XLA:CPU computes float32 at full precision)."""
     dtype = jnp.result_type(a, b)
     if not _bf16_operands(dtype):
-        y = jnp.matmul(a, b, precision=precision)
+        narrow = dtype == jnp.float32 and _narrow_weight(a, b)
+        y = narrow_weight_matmul(a, b) if narrow else jnp.matmul(a, b, precision=precision)
         return y if bias is None else y + bias.astype(dtype)
     y = bf16_matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16))
     return (y if bias is None else y + bias.astype(jnp.float32)).astype(dtype)

@@ -198,3 +198,83 @@ def test_bf16_matmuls_reach_every_vit_product_but_not_simpool():
             return jnp.sum(pool.apply(p, t, (8, 6))[0])
 
     assert _lowered_dot_operands(jax.grad(pooled_in_context), pool_params, tokens) == {("f32", "f32")}
+
+
+def _narrow_dense_case(rows: int, width: int, features: int):
+    """A float32 Dense (rows tokens, width -> features) with a random bias and cotangent, and the
+    float64 output and gradients of sum(y * c)."""
+    rng = np.random.default_rng(11)
+    x = jnp.asarray(rng.standard_normal((rows // 128, 128, width)), jnp.float32)
+    params = Dense(features).init(jax.random.PRNGKey(3), x)
+    params["params"]["bias"] = jnp.asarray(rng.standard_normal(features), jnp.float32)
+    c = jnp.asarray(rng.standard_normal((rows // 128, 128, features)), jnp.float32)
+    flat, g = _f64(x).reshape(rows, width), _f64(c).reshape(rows, features)
+    kernel = _f64(params["params"]["kernel"])
+    ref = {"y": flat @ kernel + _f64(params["params"]["bias"]),
+           "dx": (g @ kernel.T).reshape(x.shape), "dkernel": flat.T @ g, "dbias": g.sum(0)}
+    return x, params, c, ref
+
+
+def _dense_grads(features: int, c: jax.Array):
+    def grads(p, x):
+        def loss(p, x):
+            return jnp.sum(Dense(features).apply(p, x) * c)
+        return jax.grad(loss, argnums=(0, 1))(p, x)
+    return grads
+
+
+@pytest.mark.parametrize("width", [48, 47])  # 47: odd, the plain transpose of the result
+def test_narrow_weight_float32_dense_matches_float64(width):
+    """A float32 Dense with a narrow weight (24 of 48 columns, 1024 rows: `narrow_weight_matmul`
+    on CPU): output and gradients are the float64 results to float32 accuracy; a swapped or
+    untransposed weight gradient would be off by the size of the values."""
+    x, params, c, ref = _narrow_dense_case(1024, width, 24)
+    y = Dense(24).apply(params, x)
+    dparams, dx = jax.jit(_dense_grads(24, c))(params, x)
+    got = {"y": y.reshape(1024, 24), "dx": dx, "dkernel": dparams["params"]["kernel"],
+           "dbias": dparams["params"]["bias"]}
+    for name, value in got.items():
+        assert value.shape == ref[name].shape, name
+        np.testing.assert_allclose(_f64(value), ref[name], rtol=1e-5,
+                                   atol=1e-5 * np.abs(ref[name]).max(), err_msg=name)
+
+
+def _dot_shapes(hlo_text: str) -> list[str]:
+    return re.findall(r"= f32\[([\d,]+)\]\{[\d,]*\} dot\(", hlo_text)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU kernel choice")
+@pytest.mark.parametrize("rows,width,features,transposed", [
+    (1024, 48, 24, True),    # narrow weight: computed as (g^T a)^T
+    (1024, 24, 48, False),   # wide weight: a^T g, XLA's own
+    (512, 48, 24, False),    # too few rows to gain: a^T g
+])
+def test_narrow_weight_gradient_orientation(rows, width, features, transposed):
+    """The compiled float32 weight gradient of a Dense multiplies in the orientation
+    bench/weight_gradient.py measured faster on XLA:CPU: (features, width) when transposed."""
+    x, params, c, _ = _narrow_dense_case(rows, width, features)
+    hlo = jax.jit(_dense_grads(features, c)).lower(params, x).compile().as_text()
+    shapes = _dot_shapes(hlo)
+    product, other = f"{features},{width}", f"{width},{features}"
+    if not transposed:
+        product, other = other, product
+    assert product in shapes and other not in shapes, shapes
+
+
+@pytest.mark.parametrize("axis_type", ["Explicit", "Auto"])
+def test_narrow_weight_gradient_on_a_batch_sharded_mesh(axis_type):
+    """Rows sharded over 4 devices: the narrow weight gradient contracts them (an explicit-axes
+    mesh needs its output sharding). Same gradients as one device."""
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+    mesh = jax.make_mesh((4,), ("data",), axis_types=(getattr(AxisType, axis_type),))
+    x, params, c, _ = _narrow_dense_case(1024, 48, 24)
+    grads = _dense_grads(24, c)
+    expected = jax.jit(grads)(params, x)
+    with jax.set_mesh(mesh):
+        sharded = jax.device_put(x, NamedSharding(mesh, PartitionSpec("data")))
+        replicated = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+        got = jax.jit(grads)(replicated, sharded)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5,
+                                   atol=1e-5 * np.abs(np.asarray(b)).max())
