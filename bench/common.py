@@ -148,6 +148,25 @@ def time_call(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
+def median_ms_in_blocks(calls: dict[str, Callable[[], Any]], iters: int,
+                        warmup: int) -> dict[str, float]:
+    """Median ms per call of each of `calls`, timed in blocks for millisecond-sized calls.
+
+    Each callable runs `warmup` times, then in blocks of one untimed and `iters` timed calls, in
+    the order given and then reversed (ABBA over blocks). Not interleaved call by call as in
+    `measure`: PyTorch's OpenMP threads keep spinning for a while after each parallel region, and
+    an XLA call right after one ran 3.1 ms instead of 2.4 (a 6272x384 -> 96 weight gradient on
+    two cores; 2.6 ms with OMP_WAIT_POLICY=PASSIVE), negligible for whole steps only."""
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {key: [] for key in calls}
+    for key in list(calls) + list(calls)[::-1]:
+        calls[key]()
+        times[key] += [time_call(calls[key]) for _ in range(iters)]
+    return {key: 1e3 * statistics.median(v) for key, v in times.items()}
+
+
 @dataclass
 class Timing:
     """Per-call seconds of each framework (reference empty when not run) and the conditions."""

@@ -7,7 +7,8 @@ Times, for the four ConvNeXt-S stage shapes (batch 8 at 224 px by default):
                fusion; identical result up to float rounding, max |diff| printed): what our
                ConvNeXt runs on CPU (`simpool_jax.models.layers.DepthwiseConv`);
   torch      - `nn.Conv2d(C, C, 7, padding=3, groups=C)` in NCHW, and in channels_last.
-Both frameworks run in this process on the same cores, interleaved per iteration; medians in ms.
+Both frameworks run in this process on the same cores, timed in blocks of `--iters` calls
+(`common.median_ms_in_blocks`), with XLA:CPU's scratch memory kept as in train.py; medians in ms.
 
     .venv/bin/python bench/dwconv.py [--batch-size 8] [--iters 10] [--threads 2] [--json]
 """
@@ -21,11 +22,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 
-from common import limit_cores  # noqa: E402
+from common import limit_cores, median_ms_in_blocks  # noqa: E402
 
 # (spatial size, channels) of the four ConvNeXt-S stages at 224 px, and blocks per stage.
 STAGES = ((56, 96, 3), (28, 192, 3), (14, 384, 27), (7, 768, 3))
@@ -54,6 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     limit_cores(args.threads)
+    from simpool_jax.host_memory import keep_cpu_scratch_memory
+
+    keep_cpu_scratch_memory()
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -86,16 +88,8 @@ def main(argv: list[str] | None = None) -> None:
             torch=lambda: tconv(xt),
             torch_cl=lambda: tconv_cl(xt_cl),
         )
-        times = {k: [] for k in fns}
         with torch.inference_mode():
-            for fn in fns.values():
-                fn(), fn()
-            for _ in range(args.iters):
-                for k, fn in fns.items():
-                    t0 = time.perf_counter()
-                    fn()
-                    times[k].append(time.perf_counter() - t0)
-        med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+            med = median_ms_in_blocks(fns, args.iters, warmup=2)
         for k in totals:
             totals[k] += blocks * med[k]
         print(f"{str((b, h, h, c)):<24} {med['xla_conv']:9.2f} {med['xla_shift']:9.2f} "

@@ -6,10 +6,9 @@ For a layer y = a @ w, a (m, k), w (k, n), the weight gradient is a^T g with g =
               narrow weight (n < k, n <= 192, m >= 1024) to `narrow_weight_matmul`: (g^T a)^T,
               the small (n, k) result transposed by a copy; other shapes get XLA's own dot;
   torch     - `a.t() @ g`, what PyTorch's autograd computes for nn.Linear's weight.
-ours and xla_aTg give the same numbers (their max |diff| printed). Each is timed in blocks of
-`--iters` calls after one untimed call, blocks ordered xla, ours, torch, torch, ours, xla: at
-these millisecond sizes a call right after PyTorch's is slowed by its OpenMP threads still
-spinning, so calls are not interleaved one by one. Medians in ms and GF/s (2 m k n FLOP).
+ours and xla_aTg give the same numbers (their max |diff| printed). Timed in blocks of `--iters`
+calls (`common.median_ms_in_blocks`: at these millisecond sizes a call right after PyTorch's is
+slowed by its still-spinning OpenMP threads). Medians in ms and GF/s (2 m k n FLOP).
 Cases (m, k, n): the main job's MLP fc2 on the global and local crops (configs/fmnist_dino.py,
 batch 64), ConvNeXt-S stage 1 / 2 pointwise conv 2 at batch 8, 224 px; controls that keep XLA's
 own dot: the DINO head's 2048 -> 256 bottleneck on 128 images x 10 crops, ViT-S fc2 at the DINO
@@ -21,10 +20,8 @@ bench's batch.
 from __future__ import annotations
 
 import json
-import statistics
-import time
 
-from common import bench_parser, parse_bench_args, start
+from common import bench_parser, median_ms_in_blocks, parse_bench_args, start
 
 CASES = {
     "fmnist_fc2_global": (6272, 384, 96),
@@ -63,17 +60,7 @@ def main(argv: list[str] | None = None) -> None:
                  "ours": lambda: ours(aj, wj, gj).block_until_ready(),
                  "torch": lambda: at.t() @ gt}
         diff = float(np.abs(np.asarray(ours(aj, wj, gj)) - np.asarray(xla(aj, wj, gj))).max())
-        times = {key: [] for key in calls}
-        for fn in calls.values():
-            for _ in range(args.warmup):
-                fn()
-        for key in list(calls) + list(calls)[::-1]:
-            calls[key]()
-            for _ in range(args.iters):
-                t0 = time.perf_counter()
-                calls[key]()
-                times[key].append(time.perf_counter() - t0)
-        med = {key: 1e3 * statistics.median(v) for key, v in times.items()}
+        med = median_ms_in_blocks(calls, args.iters, args.warmup)
         gflops = {key: 2 * m * k * n / t / 1e6 for key, t in med.items()}
         print(f"{name + ' ' + str((m, k, n)):<44} {med['xla_aTg']:8.2f} {med['ours']:8.2f} "
               f"{med['torch']:8.2f}  {'':13} {gflops['xla_aTg']:5.0f} / {gflops['ours']:4.0f} / "
