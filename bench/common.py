@@ -154,9 +154,11 @@ def median_ms_in_blocks(calls: dict[str, Callable[[], Any]], iters: int,
 
     Each callable runs `warmup` times, then in blocks of one untimed and `iters` timed calls, in
     the order given and then reversed (ABBA over blocks). Not interleaved call by call as in
-    `measure`: PyTorch's OpenMP threads keep spinning for a while after each parallel region, and
-    an XLA call right after one ran 3.1 ms instead of 2.4 (a 6272x384 -> 96 weight gradient on
-    two cores; 2.6 ms with OMP_WAIT_POLICY=PASSIVE), negligible for whole steps only."""
+    `measure`: each framework's worker threads stay busy for a while after its call, which slows
+    the other's next call by up to ~1 ms. An XLA call right after a torch matmul ran 3.1 ms
+    instead of 2.4 (a 6272x384 -> 96 weight gradient, two cores; 2.6 with
+    OMP_WAIT_POLICY=PASSIVE), and torch's depthwise convs in dwconv.py took twice their block
+    time interleaved. Negligible for `measure`'s whole steps (0.2-5 s); not at these sizes."""
     for fn in calls.values():
         for _ in range(warmup):
             fn()
