@@ -7,8 +7,6 @@ initialises with lecun-normal. Everything here follows the PyTorch originals ins
 
 from __future__ import annotations
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -26,8 +24,24 @@ def gelu(x: jax.Array) -> jax.Array:
     return x * (0.5 + 0.5 * jax.lax.erf(x * 0.7071067811865476))
 
 
-# timm / DINO / ConvNeXt use LayerNorm(eps=1e-6) and the two-pass variance of PyTorch.
-LayerNorm = functools.partial(nn.LayerNorm, epsilon=1e-6, use_fast_variance=False)
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm with timm / DINO / ConvNeXt's eps 1e-6 and PyTorch's two-pass variance,
+    applied to its input flattened to 2-D (same parameters and names).
+
+    Why flattened: in a compiled training step XLA:CPU splits the scale and bias gradients' sums
+    over tokens (b, n, d) -> (d) into a 32 x 32 reduce-window over both leading axes, which its
+    YNNPACK fusion runs ~20x slower than a plain reduction (1.2 ms against 0.05 ms for
+    (128, 49, 96)); on rows (b n, d) the window spans one axis and runs at the plain speed.
+    The main job's DINO step: 2.7-2.9 % faster on one and two cores. Normalisation is over the
+    last axis only, so the result is the same."""
+
+    epsilon: float = 1e-6
+    use_fast_variance: bool = False
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if x.ndim <= 2:
+            return super().__call__(x)
+        return super().__call__(x.reshape(-1, x.shape[-1])).reshape(x.shape)
 
 # timm's trunc_normal_(std=.02) truncates at +-2 absolute, i.e. +-100 sigma: plain normal.
 trunc_normal_02 = nn.initializers.truncated_normal(stddev=0.02, lower=-100.0, upper=100.0)

@@ -1,5 +1,8 @@
 """Stochastic depth and the numerics pinned in simpool_jax.models.layers."""
 
+import functools
+import re
+
 import chex
 import flax.linen as nn
 import jax
@@ -34,6 +37,58 @@ def test_gelu_is_exact_and_layernorm_matches_torch():
     ours = LayerNorm().apply({"params": {"scale": jnp.ones(16), "bias": jnp.zeros(16)}}, h)
     ref = torch.nn.functional.layer_norm(torch.from_numpy(h), (16,), eps=1e-6).numpy()
     np.testing.assert_allclose(ours, ref, atol=2e-5)
+
+def _two_axis_reduce_windows(norm, x: jax.Array) -> list[str]:
+    """Reduce-windows spanning both token axes in the compiled gradient of a small ViT + SimPool
+    + DINO head whose token LayerNorms (blocks, SimPool's) are `norm`: the pattern XLA:CPU forms
+    in the DINO step, not in a lone LayerNorm's gradient."""
+    from simpool_jax.model import build_model
+
+    model = build_model(dict(backbone="vit_tiny", pooling="simpool", recipe="dino", head="dino",
+                             backbone_kwargs=dict(width=32, depth=2, num_heads=2, patch_size=4,
+                                                  posemb_grid=(7, 7), posemb_resample="none"),
+                             head_kwargs=dict(out_dim=16, hidden_dim=24, bottleneck_dim=8)))
+    params = model.init(jax.random.PRNGKey(0), x)["params"]
+
+    def loss(p):
+        return jnp.sum(jnp.sin(model.apply({"params": p}, x)["logits"]))
+
+    import simpool_jax.models.vit as vit
+    import simpool_jax.pooling.simpool as simpool
+    saved = vit.LayerNorm
+    vit.LayerNorm = simpool.LayerNorm = norm
+    try:
+        hlo = jax.jit(jax.grad(loss)).lower(params).compile().as_text()
+    finally:
+        vit.LayerNorm = simpool.LayerNorm = saved
+    return [w for w in re.findall(r"window=\{size=(\d+)x(\d+)x1 ", hlo) if w[0] != "1" != w[1]]
+
+
+def test_layernorm_flattens_tokens_same_values_and_gradients_as_nn_layernorm():
+    """Same parameters, outputs and gradients as nn.LayerNorm (eps 1e-6, two-pass variance) on
+    (b, n, d) tokens, checked against torch's layer_norm autograd; in a compiled ViT gradient on
+    CPU, nn.LayerNorm's scale / bias sums become reduce-windows over both token axes (the slow
+    XLA:CPU pattern `LayerNorm` flattens away) and ours do not."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((3, 5, 16)) * 2 + 1).astype(np.float32)
+    scale, bias = (rng.standard_normal(16).astype(np.float32) for _ in range(2))
+    c = rng.standard_normal((3, 5, 16)).astype(np.float32)
+    params = {"params": {"scale": jnp.asarray(scale), "bias": jnp.asarray(bias)}}
+    y, vjp = jax.vjp(lambda p, x: LayerNorm().apply(p, x), params, jnp.asarray(x))
+    dparams, dx = vjp(jnp.asarray(c))
+    xt, st, bt = (torch.tensor(a, requires_grad=True) for a in (x, scale, bias))
+    yt = torch.nn.functional.layer_norm(xt, (16,), st, bt, eps=1e-6)
+    yt.backward(torch.from_numpy(c))
+    np.testing.assert_allclose(y, yt.detach().numpy(), atol=1e-5)
+    for ours, ref in ((dx, xt), (dparams["params"]["scale"], st), (dparams["params"]["bias"], bt)):
+        np.testing.assert_allclose(ours, ref.grad.numpy(), rtol=1e-5, atol=1e-5)
+    if jax.default_backend() == "cpu":
+        images = jnp.asarray(rng.standard_normal((16, 28, 28, 3)), jnp.float32)
+        nn_norm = functools.partial(nn.LayerNorm, epsilon=1e-6, use_fast_variance=False)
+        assert len(_two_axis_reduce_windows(nn_norm, images)) >= 4
+        # One stays with either norm, outside the LayerNorms.
+        assert len(_two_axis_reduce_windows(LayerNorm, images)) <= 1
+
 
 def test_depthwise_conv_matches_torch_grouped_conv_and_keeps_nn_conv_params():
     rng = np.random.default_rng(0)
