@@ -43,6 +43,7 @@ class LayerNorm(nn.LayerNorm):
             return super().__call__(x)
         return super().__call__(x.reshape(-1, x.shape[-1])).reshape(x.shape)
 
+
 # timm's trunc_normal_(std=.02) truncates at +-2 absolute, i.e. +-100 sigma: plain normal.
 trunc_normal_02 = nn.initializers.truncated_normal(stddev=0.02, lower=-100.0, upper=100.0)
 

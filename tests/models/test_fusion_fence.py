@@ -68,7 +68,7 @@ def test_fusion_fence_keeps_backward_fusions_within_a_block_boundary(build, modu
     assert _most_blocks_in_one_fusion(fenced.as_text(), block) <= 3
 
     monkeypatch.setattr(module, "fusion_fence", lambda x: x)
-    if module is vit:  # and nn.LayerNorm on (b, n, d): its reshapes alone cut the chains to 3 blocks
+    if module is vit:  # unfenced with nn.LayerNorm: ours alone cuts the chains (docstring)
         monkeypatch.setattr(vit, "LayerNorm", functools.partial(
             flax.linen.LayerNorm, epsilon=1e-6, use_fast_variance=False))
     grad_plain, _ = _gradient(build(), images)
